@@ -1,0 +1,99 @@
+"""The `stackllama` command line: wiring only.
+
+Each subcommand lives in `stackllama_cli/commands/<name>.py`, builds its stage
+config, relaunches under accelerate when asked for several processes, imports
+its stage lazily and runs it. Nothing here imports torch, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from stackllama_cli import __version__
+from stackllama_cli.errors import DEBUG_ENV, StackLlamaError, debug_enabled, one_line
+
+app = typer.Typer(
+    name="stackllama",
+    help="From a StackExchange dump to a LLaMA-family model tuned with RLHF: "
+    "[bold]prepare-data[/] -> [bold]sft[/] -> [bold]train-rm[/] -> [bold]ppo[/].",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stackllama {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library log messages.")] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # inherited by relaunched worker processes
+    if verbose:
+        os.environ["STACKLLAMA_VERBOSE"] = "1"
+    from stackllama_cli.console import setup_logging
+
+    setup_logging(verbose or os.environ.get("STACKLLAMA_VERBOSE") == "1")
+
+
+# Each module in stackllama_cli/commands/ defines `COMMAND` (keyword arguments of
+# `app.command`: name, help, epilog) and `command` (the function). Order = help order.
+COMMANDS = []
+
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMANDS:
+        module = importlib.import_module(f"stackllama_cli.commands.{name}")
+        app.command(**module.COMMAND)(module.command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one-line errors, meaningful exit codes."""
+    try:
+        app(args=argv, prog_name="stackllama")
+    except StackLlamaError as exc:
+        if debug_enabled():
+            raise
+        _print_error(one_line(str(exc)))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug or an unexpected library failure: still one line by default
+        if debug_enabled():
+            raise
+        _print_error(f"{type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for the traceback)")
+        sys.exit(1)
+
+
+def _print_error(message: str) -> None:
+    from rich.text import Text
+
+    from stackllama_cli.console import console, is_main_process
+
+    if is_main_process():
+        console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+
+
+if __name__ == "__main__":
+    main()

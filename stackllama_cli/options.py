@@ -1,0 +1,76 @@
+"""Shared `Annotated` option aliases so every command spells an option the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+MODEL_PANEL = "Model"
+TRAIN_PANEL = "Training"
+LORA_PANEL = "LoRA"
+OUTPUT_PANEL = "Output"
+LAUNCH_PANEL = "Launch"
+
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: a local directory (full model or LoRA adapter), a .gguf file, a hub id, "
+        "or the built-in alias [bold]smollm2-135m[/].",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Base = Annotated[
+    Optional[str],
+    typer.Option("--base", help="Base model for a LoRA adapter (default: the one named in adapter_config.json).",
+                 rich_help_panel=MODEL_PANEL),
+]
+LoadIn8bit = Annotated[
+    bool, typer.Option("--load-in-8bit", help="Load the base model in 8-bit (bitsandbytes).", rich_help_panel=MODEL_PANEL)
+]
+LoadIn4bit = Annotated[
+    bool,
+    typer.Option("--load-in-4bit", help="Load the base model in 4-bit NF4 (bitsandbytes).", rich_help_panel=MODEL_PANEL),
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto (bf16 on GPUs that support it, fp32 on CPU), fp32, bf16 or fp16.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option("--trust-remote-code", help="Allow model code from the model's repository to run.",
+                 rich_help_panel=MODEL_PANEL),
+]
+Data = Annotated[
+    Path,
+    typer.Option("--data", "-d", help="prepare-data output directory, or a Parquet/JSONL file or directory "
+                 "in the same schema."),
+]
+OutputDir = Annotated[Path, typer.Option("--output", "-o", help="Output directory.", rich_help_panel=OUTPUT_PANEL)]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output directory.", rich_help_panel=OUTPUT_PANEL)
+]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue from the last checkpoint in the output directory.",
+                 rich_help_panel=OUTPUT_PANEL),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (data order, sampling, initialisation).")]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (nothing else on stdout).")]
+ConfigFile = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="TOML/JSON file with option values (a [command] table is used when present); "
+                 "options on the command line win."),
+]
+ReportTo = Annotated[
+    str,
+    typer.Option("--report-to", help="Experiment tracker: none, tensorboard, wandb or trackio (if installed).",
+                 rich_help_panel=OUTPUT_PANEL),
+]
