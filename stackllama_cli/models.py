@@ -39,6 +39,9 @@ class ModelSpec:
     path: str  # local directory or hub id of the full (base) model
     adapter: str | None = None  # LoRA adapter directory on top of `path`
     is_hub: bool = False
+    # Adapters between the base and `adapter` (e.g. the SFT adapter under a PPO adapter),
+    # merged into the base at load time, innermost first.
+    merged_adapters: tuple[str, ...] = ()
 
     @property
     def tokenizer_path(self) -> str:
@@ -69,10 +72,13 @@ def resolve_model(name: str | os.PathLike, base: str | None = None) -> ModelSpec
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
             base_name = base or adapter_base_name(path)
+            if Path(base_name).expanduser().resolve() == path.resolve():
+                raise StackLlamaError(f"adapter {path} names itself as its base")
             base_spec = resolve_model(base_name)
-            if base_spec.adapter:
-                raise StackLlamaError(f"the base of adapter {path} is itself an adapter ({base_name}); merge it first")
-            return dataclasses.replace(base_spec, name=name, adapter=str(path))
+            inner = base_spec.merged_adapters + ((base_spec.adapter,) if base_spec.adapter else ())
+            if len(inner) > 4:
+                raise StackLlamaError(f"adapter {path} sits on a chain of more than 4 adapters; merge some first")
+            return dataclasses.replace(base_spec, name=name, adapter=str(path), merged_adapters=inner)
         if (path / "config.json").is_file():
             return ModelSpec(name=name, path=str(path))
         raise StackLlamaError(f"{path} is not a model directory (no config.json or adapter_config.json)")
@@ -252,6 +258,17 @@ def load_tokenizer(spec: ModelSpec, padding_side: str = "right", trust_remote_co
     return tokenizer
 
 
+def merge_inner_adapters(model, spec: ModelSpec):
+    """Fold the adapters under `spec.adapter` (e.g. SFT under PPO) into the base weights, innermost first."""
+    if not spec.merged_adapters:
+        return model
+    from peft import PeftModel
+
+    for adapter in spec.merged_adapters:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model
+
+
 def _from_pretrained(auto_cls, spec: ModelSpec, **kwargs):
     try:
         return auto_cls.from_pretrained(spec.path, **kwargs)
@@ -269,6 +286,7 @@ def load_causal_lm(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool 
     quant = quantization_config(load_in_8bit, load_in_4bit, precision)
     model = _from_pretrained(AutoModelForCausalLM, spec, dtype=torch_dtype(precision), quantization_config=quant,
                              device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code)
+    model = merge_inner_adapters(model, spec)
     if spec.adapter:
         kind = adapter_task_type(spec.adapter)
         if kind not in (None, "CAUSAL_LM"):
@@ -303,6 +321,9 @@ def load_reward_model(spec: ModelSpec, precision: str = "auto", load_in_8bit: bo
                              device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
+    # A causal-LM adapter (SFT) under the reward adapter: its LoRA weights target the
+    # shared decoder (`model.layers...`), so they merge into the classifier's decoder too.
+    model = merge_inner_adapters(model, spec)
     if spec.adapter:
         from peft import PeftModel
 

@@ -51,3 +51,51 @@ def test_precision_auto_is_fp32_on_cpu():
     assert resolve_precision("BF16") == "bf16"
     with pytest.raises(StackLlamaError):
         resolve_precision("fp8")
+
+
+def test_adapter_chain_resolves_to_merged_inner_adapters(tmp_path, tiny_model_dir):
+    sft = tmp_path / "sft"
+    ppo = tmp_path / "ppo"
+    for directory, base in ((sft, tiny_model_dir), (ppo, sft)):
+        directory.mkdir()
+        (directory / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base),
+                                                                   "task_type": "CAUSAL_LM"}))
+    spec = resolve_model(str(ppo))
+    assert spec.path == str(tiny_model_dir)
+    assert spec.merged_adapters == (str(sft),) and spec.adapter == str(ppo)
+
+
+def test_adapter_chain_loads_with_inner_adapter_merged(tmp_path, tiny_model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from stackllama_cli.models import load_causal_lm
+
+    torch.manual_seed(0)
+    paths = []
+    base = str(tiny_model_dir)
+    for name in ("sft", "ppo"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        peft_model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM",
+                                                      init_lora_weights=False))
+        peft_model.save_pretrained(tmp_path / name)
+        config_path = tmp_path / name / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = base
+        config_path.write_text(json.dumps(config))
+        base = str(tmp_path / name)
+        paths.append(tmp_path / name)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    chained = load_causal_lm(resolve_model(str(paths[1])))
+    # reference: apply both adapters by hand, in order
+    from peft import PeftModel
+
+    ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ref = PeftModel.from_pretrained(ref, paths[0]).merge_and_unload()
+    ref = PeftModel.from_pretrained(ref, paths[1]).merge_and_unload()
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        out, expected, untouched = chained(ids).logits, ref(ids).logits, plain(ids).logits
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert not torch.allclose(out, untouched, atol=1e-3)  # the adapters really changed something
