@@ -70,12 +70,11 @@ def build_config(cls: type[T], explicit: dict[str, Any], file_values: dict[str, 
 
 def explicit_params(ctx: Any, values: dict[str, Any]) -> dict[str, Any]:
     """Keep only the parameters the user actually set (command line or env var), via click's ctx."""
-    from click.core import ParameterSource
-
     out = {}
     for name, value in values.items():
+        # Compared by name: typer >= 0.26 vendors its own click, with its own enum.
         source = ctx.get_parameter_source(name)
-        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
             out[name] = value
     return out
 

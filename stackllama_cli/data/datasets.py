@@ -1,8 +1,9 @@
 """Loading prepare-data output (or any data in the same schema) as Hugging Face datasets.
 
-Layout written by `prepare-data`: `DIR/<split>.parquet` (or `.jsonl`) for the
-splits below, plus `stats.json` and the resolved config. A single Parquet/JSONL
-file can also be given; then it is the split.
+Layout written by `prepare-data` (the Hub's layout, so `datasets.load_dataset("parquet",
+data_dir=DIR)` names the four splits): `DIR/data/<split>-00000-of-00001.parquet` (or
+`.jsonl`), plus `DIR/stats.json` and the resolved config. `DIR/<split>.parquet` is
+accepted too, and a single Parquet/JSONL file is taken as the split itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ PAIR_COLUMNS = ("question", "response_j", "response_k")
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 
 
+def data_filename(split: str, fmt: str = "parquet") -> str:
+    return f"{split}-00000-of-00001.{fmt}"
+
+
 def split_file(data: str | Path, split: str) -> Path:
     """The file holding `split` in a prepare-data directory, or `data` itself if it is a file."""
     data = Path(data)
@@ -27,10 +32,11 @@ def split_file(data: str | Path, split: str) -> Path:
     if not data.is_dir():
         raise StackLlamaError(f"data path {data} does not exist")
     for suffix in DATA_SUFFIXES:
-        candidate = data / f"{split}{suffix}"
-        if candidate.is_file():
-            return candidate
-    found = sorted(p.stem for p in data.iterdir() if p.suffix in DATA_SUFFIXES)
+        for candidate in (data / "data" / data_filename(split, suffix[1:]), data / f"{split}{suffix}"):
+            if candidate.is_file():
+                return candidate
+    found = sorted(p.stem for folder in (data, data / "data") if folder.is_dir()
+                   for p in folder.iterdir() if p.suffix in DATA_SUFFIXES)
     raise StackLlamaError(f"no '{split}' split in {data} (found: {', '.join(found) or 'no data files'}); "
                           "run 'stackllama prepare-data' to create it")
 

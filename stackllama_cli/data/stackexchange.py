@@ -1,0 +1,141 @@
+"""Streaming reader for StackExchange dump `Posts.xml` files (plain, in a site folder, or in a `.7z`).
+
+Rows are parsed one at a time with lxml's iterparse and cleared after use, so memory
+per post is constant whatever the dump's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+
+from stackllama_cli.errors import StackLlamaError
+
+POSTS = "Posts.xml"
+QUESTION, ANSWER = "1", "2"
+
+
+@dataclass(frozen=True)
+class DumpSource:
+    """One site's Posts.xml on disk (extracted to a temp dir for archives)."""
+
+    site: str
+    xml: Path
+    origin: Path  # what the user gave
+
+
+def site_name(path: Path) -> str:
+    """beer.stackexchange.com-Posts.xml / beer.stackexchange.com/ / beer.stackexchange.com.7z -> the site."""
+    name = path.name
+    if path.is_dir():
+        return name
+    for suffix in (".7z", "-Posts.xml", "_Posts.xml", ".xml"):
+        if name.endswith(suffix) and name != suffix.lstrip("-_"):
+            return name[: -len(suffix)]
+    return path.resolve().parent.name or "stackexchange"
+
+
+@contextlib.contextmanager
+def open_sources(inputs: list[Path]) -> Iterator[list[DumpSource]]:
+    """Resolve inputs to Posts.xml files; archives are extracted (Posts.xml only) to a temp dir."""
+    with contextlib.ExitStack() as stack:
+        sources = []
+        for path in inputs:
+            path = Path(path)
+            if not path.exists():
+                raise StackLlamaError(f"input {path} does not exist")
+            if path.is_dir():
+                xml = path / POSTS
+                if not xml.is_file():
+                    raise StackLlamaError(f"{path} is a folder without {POSTS}; give a site folder of the dump")
+                sources.append(DumpSource(site_name(path), xml, path))
+            elif path.suffix == ".7z":
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stackllama-7z-")))
+                sources.append(DumpSource(site_name(path), extract_posts(path, tmp), path))
+            else:
+                sources.append(DumpSource(site_name(path), path, path))
+        yield sources
+
+
+def extract_posts(archive: Path, tmp: Path) -> Path:
+    """Extract only Posts.xml from a dump archive into `tmp`; names in the archive never become paths."""
+    import py7zr
+
+    try:
+        with py7zr.SevenZipFile(archive, "r") as z:
+            members = [n for n in z.getnames() if PurePosixPath(n).name == POSTS]
+            if not members:
+                raise StackLlamaError(f"archive {archive} holds no {POSTS}")
+            if len(members) > 1:
+                raise StackLlamaError(f"archive {archive} holds several {POSTS} files ({', '.join(members)}); "
+                                      "extract the one you want")
+            member = members[0]
+            unsafe = PurePosixPath(member).is_absolute() or ".." in PurePosixPath(member).parts
+            if unsafe:
+                raise StackLlamaError(f"archive {archive} has an unsafe member name {member!r}")
+            z.extract(path=tmp / "x", targets=[member])
+    except StackLlamaError:
+        raise
+    except Exception as exc:  # py7zr raises several types for broken/unsupported archives
+        raise StackLlamaError(f"cannot read archive {archive}: {' '.join(str(exc).split()) or type(exc).__name__}"
+                              ) from None
+    extracted = tmp / "x" / member
+    if not extracted.is_file():
+        raise StackLlamaError(f"could not extract {member} from {archive}")
+    target = tmp / POSTS
+    shutil.move(extracted, target)
+    return target
+
+
+class _CountingReader:
+    """File wrapper that reports bytes read, for a progress bar over a streaming parse."""
+
+    def __init__(self, fh, on_read: Callable[[int], None] | None):
+        self.fh, self.on_read = fh, on_read
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        if self.on_read:
+            self.on_read(len(data))
+        return data
+
+
+def iter_rows(xml: Path, on_read: Callable[[int], None] | None = None) -> Iterator[dict[str, str]]:
+    """Yield each `<row>`'s attributes as a dict, streaming; clear errors for non-dumps and broken XML."""
+    from lxml import etree
+
+    with open(xml, "rb") as fh:
+        reader = _CountingReader(fh, on_read)
+        parser = etree.iterparse(reader, events=("start", "end"), huge_tree=True, resolve_entities=False,
+                                 no_network=True)
+        root = None
+        try:
+            for event, elem in parser:
+                if root is None:
+                    root = elem
+                    if elem.tag != "posts":
+                        raise StackLlamaError(f"{xml} is not a StackExchange Posts.xml "
+                                              f"(root element <{elem.tag}>, expected <posts>)")
+                    continue
+                if event == "end" and elem.tag == "row":
+                    yield dict(elem.attrib)
+                    elem.clear()
+                    root.clear()  # drop references to finished rows: constant memory
+        except etree.XMLSyntaxError as exc:
+            msg = re.sub(r"\s+", " ", str(exc))
+            raise StackLlamaError(f"{xml} is not well-formed XML ({msg}); the file may be truncated or corrupt"
+                                  ) from None
+        if root is None:
+            raise StackLlamaError(f"{xml} is empty")
+
+
+def to_int(value: str | None, default: int | None = None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        return default
