@@ -104,3 +104,12 @@ def require(condition: bool, message: str) -> None:
     """Validation helper for `__post_init__`: raise a one-line user error."""
     if not condition:
         raise StackLlamaError(message)
+
+
+def config_from_cli(cls: type[T], ctx: Any, values: dict[str, Any], config_file: str | Path | None,
+                    section: str) -> T:
+    """The usual command body: dataclass defaults < config file < options given on the command line.
+
+    `values` are the command's parameters, named like the dataclass fields.
+    """
+    return build_config(cls, explicit_params(ctx, values), load_config_file(config_file, section))

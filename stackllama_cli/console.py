@@ -80,12 +80,11 @@ def quiet_libraries(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         for name in ("transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "torch"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        try:
-            import transformers
-
-            transformers.logging.set_verbosity_error()
-        except ImportError:
-            pass
+    # Library progress bars (dataset generation, weight loading) clutter our own Rich progress.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_TQDM", "1")
 
 
 def progress(transient: bool = False) -> Progress:

@@ -74,3 +74,34 @@ ReportTo = Annotated[
     typer.Option("--report-to", help="Experiment tracker: none, tensorboard, wandb or trackio (if installed).",
                  rich_help_panel=OUTPUT_PANEL),
 ]
+
+# Training options shared by sft and train-rm (defaults come from each stage's dataclass).
+MaxSteps = Annotated[int, typer.Option("--max-steps", help="Optimizer steps; > 0 overrides --epochs.",
+                                       rich_help_panel=TRAIN_PANEL)]
+Epochs = Annotated[float, typer.Option("--epochs", help="Passes over the training data.", rich_help_panel=TRAIN_PANEL)]
+LearningRate = Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.",
+                                             rich_help_panel=TRAIN_PANEL)]
+LrScheduler = Annotated[str, typer.Option("--lr-scheduler", help="cosine, linear, constant, ...",
+                                          rich_help_panel=TRAIN_PANEL)]
+WarmupSteps = Annotated[float, typer.Option("--warmup-steps", help="Warmup steps, or a fraction of all steps if < 1.",
+                                            rich_help_panel=TRAIN_PANEL)]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", rich_help_panel=TRAIN_PANEL)]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Per-device batch size.",
+                                        rich_help_panel=TRAIN_PANEL)]
+GradAccum = Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.",
+                                        rich_help_panel=TRAIN_PANEL)]
+GradientCheckpointing = Annotated[bool, typer.Option("--gradient-checkpointing",
+                                                     help="Trade compute for activation memory.",
+                                                     rich_help_panel=TRAIN_PANEL)]
+MaxGradNorm = Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping norm.",
+                                            rich_help_panel=TRAIN_PANEL)]
+LoggingSteps = Annotated[int, typer.Option("--logging-steps", rich_help_panel=OUTPUT_PANEL)]
+SaveSteps = Annotated[int, typer.Option("--save-steps", help="Checkpoint every N steps.",
+                                        rich_help_panel=OUTPUT_PANEL)]
+EvalSteps = Annotated[int, typer.Option("--eval-steps", help="Evaluate every N steps.", rich_help_panel=OUTPUT_PANEL)]
+LoraR = Annotated[int, typer.Option("--lora-r", help="LoRA rank.", rich_help_panel=LORA_PANEL)]
+LoraAlpha = Annotated[int, typer.Option("--lora-alpha", rich_help_panel=LORA_PANEL)]
+LoraDropout = Annotated[float, typer.Option("--lora-dropout", rich_help_panel=LORA_PANEL)]
+LoraTargets = Annotated[str, typer.Option("--lora-target-modules",
+                                          help="all-linear, or comma-separated module names.",
+                                          rich_help_panel=LORA_PANEL)]

@@ -112,3 +112,19 @@ def run_cli_subprocess(*args: str, input: str | None = None, env: dict | None = 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "stackllama_cli", *map(str, args)], input=input,
                           capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory) -> Path:
+    """prepare-data output for the bundled sample dump (28 questions, 89 pairs)."""
+    from stackllama_cli.data.prepare import PrepareConfig, run
+
+    out = tmp_path_factory.mktemp("sample") / "data"
+    run(PrepareConfig(output=str(out)))
+    return out
+
+
+def load_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))

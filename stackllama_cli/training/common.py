@@ -9,12 +9,11 @@ import dataclasses
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from stackllama_cli.config import require
-from stackllama_cli.console import MetricsLog, console, is_main_process, progress
+from stackllama_cli.console import console, is_main_process
 from stackllama_cli.errors import StackLlamaError
 
 METRICS_FILENAME = "metrics.jsonl"
@@ -33,7 +32,7 @@ class TrainCommon:
     epochs: float = 1.0
     learning_rate: float = 1e-4
     lr_scheduler: str = "cosine"
-    warmup_steps: int = 0
+    warmup_steps: float = 0.03  # steps, or a fraction of all steps when below 1
     weight_decay: float = 0.0
     batch_size: int = 4
     grad_accum: int = 1
@@ -59,6 +58,9 @@ class TrainCommon:
     def __post_init__(self) -> None:
         require(self.max_steps > 0 or self.epochs > 0, "give --max-steps or --epochs greater than 0")
         require(self.learning_rate > 0, "--learning-rate must be positive")
+        require(self.warmup_steps >= 0, "--warmup-steps must be non-negative")
+        if self.warmup_steps >= 1:
+            self.warmup_steps = int(self.warmup_steps)
         require(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be at least 1")
         require(self.lora_r >= 1, "--lora-r must be at least 1")
         require(0.0 <= self.lora_dropout < 1.0, "--lora-dropout must be in [0, 1)")
@@ -155,7 +157,6 @@ def training_args_kwargs(cfg: TrainCommon, output: Path, has_eval: bool) -> dict
         eval_steps=cfg.eval_steps if has_eval else None,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
         disable_tqdm=True,  # Rich progress instead (RichProgressCallback)
-        save_safetensors=True,
         **precision_kwargs(cfg.precision),
     )
 
@@ -169,68 +170,16 @@ def lora_config(cfg: TrainCommon, task_type: str):
                       task_type=task_type, target_modules=target_modules)
 
 
-def trainer_callbacks(output: Path, description: str) -> list:
-    """Rich progress + JSONL metrics for a transformers Trainer (tqdm is disabled)."""
-    return [RichProgressCallback(description), JsonlMetricsCallback(output / METRICS_FILENAME)]
+def install_callbacks(trainer, output: Path, description: str) -> None:
+    """Rich progress + JSONL metrics instead of tqdm and the PrinterCallback (which prints dicts to stdout)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from stackllama_cli.training.callbacks import JsonlMetricsCallback, RichProgressCallback
 
-def _callback_base():
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class JsonlMetricsCallback(_callback_base()):
-    """Every Trainer log line (train and eval) as one JSON object in `metrics.jsonl`."""
-
-    def __init__(self, path: Path):
-        self.log = MetricsLog(path)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            self.log.write({"step": state.global_step, "epoch": state.epoch, **logs})
-
-
-class RichProgressCallback(_callback_base()):
-    """Step progress with loss, eval loss and tokens/s (from the trainer's `num_tokens` log when present)."""
-
-    def __init__(self, description: str):
-        self.description = description
-        self.bar = None
-        self.task = None
-        self._tokens = None
-        self._time = None
-        self.fields: dict[str, str] = {}
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        self.bar = progress()
-        self.bar.start()
-        self.task = self.bar.add_task(self.description, total=state.max_steps, completed=state.global_step, extra="")
-        self._time = time.time()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(self.task, completed=state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.bar is None or not logs:
-            return
-        now = time.time()
-        if "num_tokens" in logs:
-            if self._tokens is not None and now > self._time:
-                self.fields["tok/s"] = f"{(logs['num_tokens'] - self._tokens) / (now - self._time):.0f}"
-            self._tokens, self._time = logs["num_tokens"], now
-        for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("eval_accuracy", "eval acc")):
-            if key in logs:
-                self.fields[label] = f"{logs[key]:.4g}"
-        self.bar.update(self.task, extra="  ".join(f"{k} {v}" for k, v in self.fields.items()))
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(RichProgressCallback(description))
+    trainer.add_callback(JsonlMetricsCallback(output / METRICS_FILENAME))
 
 
 def plot_curves(records: list[dict], path: str | Path, series: list[tuple[str, str]], title: str,
