@@ -270,6 +270,9 @@ def merge_inner_adapters(model, spec: ModelSpec):
 
 
 def _from_pretrained(auto_cls, spec: ModelSpec, **kwargs):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own Rich progress and messages instead of tqdm bars
     try:
         return auto_cls.from_pretrained(spec.path, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
