@@ -104,11 +104,20 @@ def adapter_task_type(adapter_dir: str | Path) -> str | None:
 
 
 def make_adapter_portable(adapter_dir: str | Path, spec: ModelSpec) -> None:
-    """Record the base as the user named it (alias or hub id) rather than a cache path."""
+    """Point a freshly trained adapter at the model it was trained on, as the user named it.
+
+    Trained on another adapter (PPO on SFT): that adapter's absolute path, so loading
+    chains. Trained on an alias or hub id: that name rather than a cache path.
+    """
     config_path = Path(adapter_dir) / "adapter_config.json"
     config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = spec.name if (spec.name in ALIASES or spec.is_hub) else str(
-        Path(spec.path).resolve())
+    if spec.adapter:
+        base = str(Path(spec.adapter).resolve())
+    elif spec.name in ALIASES or spec.is_hub:
+        base = spec.name
+    else:
+        base = str(Path(spec.path).resolve())
+    config["base_model_name_or_path"] = base
     from stackllama_cli.files import atomic_write_text
 
     atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
@@ -262,10 +271,15 @@ def merge_inner_adapters(model, spec: ModelSpec):
     """Fold the adapters under `spec.adapter` (e.g. SFT under PPO) into the base weights, innermost first."""
     if not spec.merged_adapters:
         return model
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
     for adapter in spec.merged_adapters:
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        config = PeftConfig.from_pretrained(adapter)
+        if not hasattr(model, "prepare_inputs_for_generation"):
+            # A causal-LM adapter under a classifier: peft's task wrapper would need generation
+            # methods; the plain wrapper merges the same decoder weights.
+            config.task_type = None
+        model = PeftModel.from_pretrained(model, adapter, config=config).merge_and_unload()
     return model
 
 

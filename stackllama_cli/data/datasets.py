@@ -46,9 +46,15 @@ def load_split(data: str | Path, split: str, columns: Iterable[str] = PAIR_COLUM
     import datasets
 
     path = split_file(data, split)
-    builder = "parquet" if path.suffix == ".parquet" else "json"
-    try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+    try:  # read directly: no dataset cache on disk, and empty files are fine
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            ds = datasets.Dataset(pq.read_table(path))
+        else:
+            from stackllama_cli.console import read_jsonl
+
+            ds = datasets.Dataset.from_list(read_jsonl(path)) if path.stat().st_size else datasets.Dataset.from_dict({})
     except Exception as exc:  # pyarrow/json parse errors of many kinds
         raise StackLlamaError(f"cannot read {path}: {' '.join(str(exc).split())[:200]}") from None
     missing = [c for c in columns if c not in ds.column_names]

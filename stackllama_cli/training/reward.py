@@ -1,0 +1,184 @@
+"""Reward model: a one-output sequence classifier trained on preference pairs with TRL's RewardTrainer.
+
+Steps: 1 pairs -> token ids (drop or truncate over --max-length, counted) -> 2 classifier
+(from a base, a merged SFT model or an SFT adapter) -> 3 RewardTrainer with LoRA ->
+4 train (or resume) -> 5 evaluate, reward statistics for PPO -> 6 publish.
+Loss: -logsigmoid(r_j - r_k), mean over pairs (TRL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from stackllama_cli.config import require, save_config
+from stackllama_cli.console import info, read_jsonl, warn
+from stackllama_cli.data.datasets import load_split
+from stackllama_cli.data.prompts import format_example
+from stackllama_cli.data.reward_metrics import mean_std
+from stackllama_cli.errors import StackLlamaError
+from stackllama_cli.files import write_json
+from stackllama_cli.training.common import (
+    METRICS_FILENAME,
+    TrainCommon,
+    install_callbacks,
+    last_checkpoint,
+    lora_config,
+    plot_curves,
+    prepare_output_dir,
+    publish,
+    summary_table,
+    training_args_kwargs,
+)
+
+SUMMARY_FILENAME = "reward_summary.json"
+
+
+@dataclasses.dataclass
+class RewardConfig(TrainCommon):
+    output: str = "runs/reward"
+    max_length: int = 512
+    truncate: bool = False  # default: drop pairs over max_length (counted), like the original
+    learning_rate: float = 2e-5
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    eval_pairs: int = 500  # evaluation-split pairs scored during/after training (0: none)
+    stats_pairs: int = 1000  # training pairs scored for reward_stats.json
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.max_length >= 16, "--max-length must be at least 16")
+        require(self.eval_pairs >= 0 and self.stats_pairs >= 1, "--eval-pairs must be >= 0, --stats-pairs >= 1")
+
+
+def tokenize_pairs(ds, tokenizer, max_length: int, truncate: bool) -> tuple[dict[str, list], int]:
+    """chosen_ids/rejected_ids with EOS appended; pairs over `max_length` dropped (or cut) and counted."""
+    eos = tokenizer.eos_token_id
+    out: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
+    dropped = 0
+    chosen = tokenizer([format_example(q, a) for q, a in zip(ds["question"], ds["response_j"])])["input_ids"]
+    rejected = tokenizer([format_example(q, a) for q, a in zip(ds["question"], ds["response_k"])])["input_ids"]
+    for cj, rk in zip(chosen, rejected):
+        cj, rk = cj + [eos], rk + [eos]
+        if max(len(cj), len(rk)) > max_length:
+            if not truncate:
+                dropped += 1
+                continue
+            cj, rk = cj[: max_length - 1] + [eos], rk[: max_length - 1] + [eos]
+        out["chosen_ids"].append(cj)
+        out["rejected_ids"].append(rk)
+    return out, dropped
+
+
+def build_classifier(cfg: RewardConfig, spec, pad_token_id: int):
+    """A num_labels=1 classifier; an SFT adapter given as --model is merged into its decoder first."""
+    from transformers import AutoModelForSequenceClassification
+
+    from stackllama_cli.models import (
+        _from_pretrained,
+        adapter_task_type,
+        device_map_for,
+        merge_inner_adapters,
+        quantization_config,
+        torch_dtype,
+    )
+
+    if spec.adapter and adapter_task_type(spec.adapter) not in (None, "CAUSAL_LM"):
+        raise StackLlamaError(f"{spec.adapter} is a {adapter_task_type(spec.adapter)} adapter; start train-rm from "
+                              "a base model, a merged model or an SFT adapter")
+    quant = quantization_config(cfg.load_in_8bit, cfg.load_in_4bit, cfg.precision)
+    model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=1,
+                             dtype=torch_dtype(cfg.precision), quantization_config=quant,
+                             device_map=device_map_for(quant is not None), trust_remote_code=cfg.trust_remote_code)
+    inner = spec.merged_adapters + ((spec.adapter,) if spec.adapter else ())
+    model = merge_inner_adapters(model, dataclasses.replace(spec, adapter=None, merged_adapters=inner))
+    model.config.pad_token_id = pad_token_id
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    return model
+
+
+def run(cfg: RewardConfig) -> dict:
+    import datasets
+    from trl import RewardConfig as TrlRewardConfig
+    from trl import RewardTrainer
+
+    from stackllama_cli.eval_rm import evaluate_pairs, score_texts
+    from stackllama_cli.models import REWARD_STATS_FILENAME, load_tokenizer, make_adapter_portable, resolve_model
+
+    # 1. data
+    out = prepare_output_dir(cfg.output, cfg.resume, cfg.overwrite)
+    train_pairs = load_split(cfg.data, "reward")
+    eval_pairs = None
+    if cfg.eval_pairs and Path(cfg.data).is_dir():
+        try:
+            eval_pairs = load_split(cfg.data, "evaluation")
+            eval_pairs = eval_pairs.select(range(min(cfg.eval_pairs, len(eval_pairs))))
+        except StackLlamaError as exc:
+            warn(f"training without evaluation: {exc}")
+    spec = resolve_model(cfg.model, base=cfg.base)
+    tokenizer = load_tokenizer(spec, padding_side="right", trust_remote_code=cfg.trust_remote_code)
+    train_ids, dropped = tokenize_pairs(train_pairs, tokenizer, cfg.max_length, cfg.truncate)
+    if not train_ids["chosen_ids"]:
+        raise StackLlamaError(f"all {len(train_pairs)} training pairs are longer than --max-length {cfg.max_length} "
+                              "tokens; raise it or pass --truncate")
+    eval_ds = None
+    if eval_pairs is not None:
+        eval_ids, _ = tokenize_pairs(eval_pairs, tokenizer, cfg.max_length, truncate=True)
+        eval_ds = datasets.Dataset.from_dict(eval_ids)
+    info(f"Reward model on {len(train_ids['chosen_ids'])} pairs ({dropped} over {cfg.max_length} tokens "
+         f"{'truncated' if cfg.truncate else 'dropped'}), model {spec.name}")
+    save_config(cfg, out)
+
+    # 2. classifier
+    model = build_classifier(cfg, spec, tokenizer.pad_token_id)
+
+    # 3. trainer. disable_dropout=False: TRL's default would silently zero the recipe's LoRA dropout (0.1).
+    args = TrlRewardConfig(**training_args_kwargs(cfg, out, has_eval=eval_ds is not None), max_length=None,
+                           disable_dropout=False, center_rewards_coefficient=None, eos_token=tokenizer.eos_token,
+                           pad_token=tokenizer.pad_token)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict(train_ids),
+                            eval_dataset=eval_ds, processing_class=tokenizer,
+                            peft_config=lora_config(cfg, "SEQ_CLS"))
+    install_callbacks(trainer, out, "train-rm")
+
+    # 4. train
+    start = time.time()
+    resume_from = last_checkpoint(out) if cfg.resume else None
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.time() - start
+
+    # 5. evaluate; reward statistics over training pairs (PPO normalises rewards with them)
+    model = trainer.model.eval()
+    stats_ds = train_pairs.select(range(min(cfg.stats_pairs, len(train_pairs))))
+    texts = [format_example(q, a) for q, a in zip(stats_ds["question"], stats_ds["response_j"])] + \
+            [format_example(q, a) for q, a in zip(stats_ds["question"], stats_ds["response_k"])]
+    mean, std = mean_std(score_texts(model, tokenizer, texts, cfg.batch_size, cfg.max_length, "reward stats"))
+    evaluation = evaluate_pairs(model, tokenizer, eval_pairs, cfg.batch_size, cfg.max_length) \
+        if eval_pairs is not None else {}
+
+    # 6. publish
+    def save(tmp: Path) -> None:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        make_adapter_portable(tmp, spec)
+        write_json(tmp / REWARD_STATS_FILENAME, {"mean": mean, "std": std, "n": len(texts)})
+
+    publish(save, out)
+    records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []
+    summary = {"train_loss": result.training_loss, "steps": result.global_step,
+               "train_pairs": len(train_ids["chosen_ids"]), "dropped_over_max_length": dropped,
+               "reward_mean": mean, "reward_std": std,
+               "train_pairs_per_second": result.global_step * cfg.batch_size * cfg.grad_accum / seconds
+               if seconds > 0 else None,
+               "seconds": round(seconds, 1)}
+    summary.update({f"eval_{k}": v for k, v in evaluation.items() if not isinstance(v, dict)})
+    write_json(out / SUMMARY_FILENAME, {**summary, "evaluation": evaluation})
+    plot_curves(records, out / "reward.png", [("loss", "train loss"), ("eval_loss", "eval loss"),
+                                              ("eval_accuracy", "eval accuracy")], "Reward model")
+    summary_table(f"train-rm -> {out}", summary)
+    return summary

@@ -1,0 +1,113 @@
+"""train-rm and eval-rm on the tiny LLaMA: learning a separable preference, parameters, scoring, errors."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from tests.conftest import load_safetensors, run_cli_subprocess
+
+WORDS = "coffee beer grind roast hops yeast water brew kettle filter bean malt barley foam glass cup".split()
+
+
+def write_pairs(path, n, seed):
+    """Chosen answers end in "good", rejected ones in "terrible"; otherwise the two answers are alike.
+
+    "terrible" is the longer word, so the length rule is wrong on every pair.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = [rng.choice(WORDS) for _ in range(6)]
+        question = " ".join(rng.choice(WORDS) for _ in range(5)) + "?"
+        body = " ".join(words)
+        rows.append({"qid": i, "question": question, "date": "2024-01-01", "metadata": [],
+                     "response_j": f"{body} good", "response_k": f"{body} terrible",
+                     "answer_id_j": 2 * i, "answer_id_k": 2 * i + 1, "score_j": 2 + i % 3, "score_k": 1})
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+@pytest.fixture(scope="module")
+def toy_pairs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("toy")
+    write_pairs(d / "reward.parquet", 64, seed=0)
+    write_pairs(d / "evaluation.parquet", 24, seed=1)
+    return d
+
+
+TRAIN = ["--max-steps", "30", "--batch-size", "8", "--learning-rate", "3e-3", "--warmup-steps", "0",
+         "--logging-steps", "5", "--eval-steps", "15", "--save-steps", "15", "--max-length", "64"]
+
+
+@pytest.fixture(scope="module")
+def toy_rm(tiny_model_dir, toy_pairs, tmp_path_factory):
+    from stackllama_cli.cli import main
+
+    out = tmp_path_factory.mktemp("rm") / "reward"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-rm", "--model", str(tiny_model_dir), "--data", str(toy_pairs), "--output", str(out), *TRAIN,
+              "--json"])
+    assert exit_info.value.code in (0, None)
+    return out
+
+
+def test_reward_model_learns_the_marker(toy_rm):
+    summary = json.loads((toy_rm / "reward_summary.json").read_text())
+    assert summary["eval_accuracy"] == 1.0  # a loss wired backwards would give 0.0
+    assert summary["eval_mean_margin"] > 0
+    records = [json.loads(line) for line in (toy_rm / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] < 0.8
+    stats = json.loads((toy_rm / "reward_stats.json").read_text())
+    assert math.isfinite(stats["mean"]) and stats["std"] > 0 and stats["n"] == 128
+
+
+def test_every_trainable_tensor_and_the_score_head_trained(toy_rm):
+    mid = load_safetensors(toy_rm / "checkpoints" / "checkpoint-15" / "adapter_model.safetensors")
+    final = load_safetensors(toy_rm / "adapter_model.safetensors")
+    assert any("score" in k for k in final), "the score head must be saved with the adapter"
+    unchanged = [k for k in final if torch.equal(mid[k], final[k])]
+    assert not unchanged, unchanged
+
+
+def test_eval_rm_json_and_length_rule(toy_rm, toy_pairs):
+    proc = run_cli_subprocess("eval-rm", toy_rm, "--data", toy_pairs, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["pairs"] == 24 and result["accuracy"] == 1.0
+    assert result["length_rule_accuracy"] == 0.0  # "terrible" is longer than "good"
+    assert set(result["accuracy_by_score_gap"]) <= {"1", "2", "3+"}
+
+
+def test_score_mode_round_trip(toy_rm):
+    lines = [{"question": "coffee roast?", "response": "grind beans good", "id": 1},
+             {"question": "coffee roast?", "response": "grind beans terrible", "id": 2}]
+    proc = run_cli_subprocess("eval-rm", toy_rm, "--score", input="".join(json.dumps(x) + "\n" for x in lines))
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [o["id"] for o in out] == [1, 2]
+    assert out[0]["reward"] > out[1]["reward"]
+
+
+def test_bad_inputs(tiny_model_dir, toy_rm, toy_pairs, tmp_path, run_cli):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["q"], "response_j": ["a"]}), tmp_path / "reward.parquet")
+    result = run_cli("train-rm", "--model", tiny_model_dir, "--data", tmp_path, "--output", tmp_path / "o")
+    assert result.exit_code == 1 and "lacks column(s) response_k" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pq.write_table(pa.table({"question": pa.array([], pa.string()), "response_j": pa.array([], pa.string()),
+                             "response_k": pa.array([], pa.string())}), empty / "reward.parquet")
+    result = run_cli("train-rm", "--model", tiny_model_dir, "--data", empty, "--output", tmp_path / "o2")
+    assert result.exit_code == 1 and "is empty" in result.stderr
+    result = run_cli("eval-rm", tiny_model_dir, "--data", toy_pairs)
+    assert result.exit_code == 1 and "not a reward model" in result.stderr
+    proc = run_cli_subprocess("eval-rm", toy_rm, "--score", input='{"question": "x"}\n')
+    assert proc.returncode == 1 and "'response'" in proc.stderr and "Traceback" not in proc.stderr
