@@ -90,7 +90,9 @@ def _print_error(message: str) -> None:
     from rich.text import Text
 
     from stackllama_cli.console import console, is_main_process
+    from stackllama_cli.launch import record_rank_error
 
+    record_rank_error(message)  # ranks > 0 under our launcher: the parent shows it once
     if is_main_process():
         console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
 

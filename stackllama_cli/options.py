@@ -105,3 +105,32 @@ LoraDropout = Annotated[float, typer.Option("--lora-dropout", rich_help_panel=LO
 LoraTargets = Annotated[str, typer.Option("--lora-target-modules",
                                           help="all-linear, or comma-separated module names.",
                                           rich_help_panel=LORA_PANEL)]
+
+# Launch options (sft, train-rm, ppo): see stackllama_cli/launch.py and docs/multi-gpu.md.
+Gpus = Annotated[str, typer.Option("--gpus", help="GPUs to use: N, all, or auto (all visible). More than one "
+                                   "re-executes under 'accelerate launch'.", rich_help_panel=LAUNCH_PANEL)]
+CpuProcesses = Annotated[int, typer.Option("--cpu-processes", help="Run N CPU processes (gloo DDP) instead of GPUs.",
+                                           rich_help_panel=LAUNCH_PANEL)]
+NumMachines = Annotated[int, typer.Option("--num-machines", help="Machines in a multi-node run.",
+                                          rich_help_panel=LAUNCH_PANEL)]
+MachineRank = Annotated[int, typer.Option("--machine-rank", help="This machine's rank (0 = main).",
+                                          rich_help_panel=LAUNCH_PANEL)]
+MainProcessIp = Annotated[Optional[str], typer.Option("--main-process-ip", help="Address of machine rank 0.",
+                                                      rich_help_panel=LAUNCH_PANEL)]
+MainProcessPort = Annotated[Optional[int], typer.Option("--main-process-port", rich_help_panel=LAUNCH_PANEL)]
+AccelerateConfig = Annotated[Optional[Path], typer.Option(
+    "--accelerate-config", help="An accelerate config file (e.g. DeepSpeed ZeRO-3, FSDP); see 'stackllama_cli/configs/'.",
+    rich_help_panel=LAUNCH_PANEL)]
+
+LAUNCH_PARAMS = ("gpus", "cpu_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
+                 "accelerate_config")
+
+
+def launch_from_params(values: dict) -> None:
+    """Pop the launch options out of a command's parameters and relaunch under accelerate if asked."""
+    from stackllama_cli.launch import LaunchOptions, relaunch_if_needed
+
+    opts = {k: values.pop(k) for k in LAUNCH_PARAMS}
+    if opts["accelerate_config"] is not None:
+        opts["accelerate_config"] = str(opts["accelerate_config"])
+    relaunch_if_needed(LaunchOptions(**opts))

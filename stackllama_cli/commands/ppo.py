@@ -91,6 +91,13 @@ def command(
     load_in_4bit: o.LoadIn4bit = False,
     precision: o.Precision = C.precision,
     trust_remote_code: o.TrustRemoteCode = False,
+    gpus: o.Gpus = "auto",
+    cpu_processes: o.CpuProcesses = 0,
+    num_machines: o.NumMachines = 1,
+    machine_rank: o.MachineRank = 0,
+    main_process_ip: o.MainProcessIp = None,
+    main_process_port: o.MainProcessPort = None,
+    accelerate_config: o.AccelerateConfig = None,
     save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps.",
                                             rich_help_panel=o.OUTPUT_PANEL)] = C.save_every,
     log_samples: Annotated[int, typer.Option("--log-samples", help="Show and log samples every N steps (0: off).",
@@ -107,6 +114,7 @@ def command(
 
     values = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()
               if k not in ("ctx", "config", "json_out")}
+    o.launch_from_params(values)  # several processes: re-exec under accelerate, exit with its code
     summary = run(config_from_cli(C, ctx, values, config, "ppo"))
     if json_out:
         print_json(summary)

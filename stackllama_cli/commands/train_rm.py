@@ -59,6 +59,13 @@ def command(
     load_in_4bit: o.LoadIn4bit = False,
     precision: o.Precision = C.precision,
     trust_remote_code: o.TrustRemoteCode = False,
+    gpus: o.Gpus = "auto",
+    cpu_processes: o.CpuProcesses = 0,
+    num_machines: o.NumMachines = 1,
+    machine_rank: o.MachineRank = 0,
+    main_process_ip: o.MainProcessIp = None,
+    main_process_port: o.MainProcessPort = None,
+    accelerate_config: o.AccelerateConfig = None,
     logging_steps: o.LoggingSteps = C.logging_steps,
     save_steps: o.SaveSteps = C.save_steps,
     eval_steps: o.EvalSteps = C.eval_steps,
@@ -74,6 +81,7 @@ def command(
 
     values = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()
               if k not in ("ctx", "config", "json_out")}
+    o.launch_from_params(values)  # several processes: re-exec under accelerate, exit with its code
     summary = run(config_from_cli(C, ctx, values, config, "train-rm"))
     if json_out:
         print_json(summary)

@@ -157,6 +157,7 @@ def training_args_kwargs(cfg: TrainCommon, output: Path, has_eval: bool) -> dict
         eval_steps=cfg.eval_steps if has_eval else None,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
         disable_tqdm=True,  # Rich progress instead (RichProgressCallback)
+        ddp_find_unused_parameters=False,  # LoRA uses every trainable parameter; the search costs a graph pass
         **precision_kwargs(cfg.precision),
     )
 

@@ -41,7 +41,7 @@ from stackllama_cli.training.ppo_setup import (
 METRICS, SAMPLES = "metrics.jsonl", "samples.jsonl"
 
 
-def experience(module, rollout, scores, beta: float, cfg: PpoConfig) -> dict:
+def experience(module, inner, rollout, scores, beta: float, cfg: PpoConfig) -> dict:
     """Steps 3-5: old log-probs and values, reference log-probs, per-token rewards, advantages."""
     ids, attn, start = rollout.input_ids, rollout.attention_mask, rollout.query_ids.shape[1]
     mask = rollout.response_mask
@@ -50,7 +50,7 @@ def experience(module, rollout, scores, beta: float, cfg: PpoConfig) -> dict:
         logp = pm.logprobs_from_logits(logits, rollout.response_ids)
         entropy = pm.masked_mean(pm.entropy_from_logits(logits), mask)
         del logits
-        with module.reference():
+        with inner.reference():  # `module` may be the DDP wrapper; the adapter switch lives on the inner one
             ref_logits, _ = module(ids, attn, start, with_values=False)
         ref_logp = pm.logprobs_from_logits(ref_logits, rollout.response_ids)
         del ref_logits
@@ -94,7 +94,7 @@ def optimise(accelerator, module, optimizer, rollout, exp: dict, cfg: PpoConfig,
                 pending = 0
             for key, value in (("pg_loss", pg), ("vf_loss", vf), ("vf_clipfrac", vf_clip), *s.items()):
                 stats[key].append(float(value.detach()))
-            epoch_kl.append(float(s["approx_kl"]))
+            epoch_kl.append(float(s["approx_kl"].detach()))
         epochs_done += 1
         drift = accelerator.reduce(torch.tensor(sum(epoch_kl) / max(len(epoch_kl), 1), device=ids.device), "mean")
         if cfg.early_stopping and drift > 1.5 * cfg.target_kl:
@@ -163,7 +163,7 @@ def run(cfg: PpoConfig) -> dict:
         t2 = time.time()
         # 3-5. log-probs, rewards, advantages
         beta = kl_ctl.value
-        exp = experience(module, rollout, scores, beta, cfg)
+        exp = experience(module, inner, rollout, scores, beta, cfg)
         # 6. optimise
         opt = optimise(accelerator, module, optimizer, rollout, exp, cfg, step)
         t3 = time.time()

@@ -1,0 +1,59 @@
+"""Real 2-process CPU data parallelism (gloo) through the accelerate re-exec path."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli_subprocess
+
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tiny_model_dir, sample_data_dir, tmp_path_factory):
+    from stackllama_cli.training.sft import SftConfig, run
+
+    out = tmp_path_factory.mktemp("mp-sft") / "sft"
+    run(SftConfig(model=str(tiny_model_dir), data=str(sample_data_dir), output=str(out), max_steps=2, seq_length=128))
+    return out
+
+
+def test_sft_two_processes(tiny_model_dir, sample_data_dir, tmp_path):
+    single, double = tmp_path / "single", tmp_path / "double"
+    args = ["sft", "--model", tiny_model_dir, "--data", sample_data_dir, "--max-steps", "3", "--seq-length", "128",
+            "--batch-size", "2", "--logging-steps", "1"]
+    one = run_cli_subprocess(*args, "--output", single)
+    two = run_cli_subprocess(*args, "--output", double, "--cpu-processes", "2")
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    assert "Launching 2 CPU process(es)" in two.stderr
+    assert two.stderr.count("sft -> ") == 1  # one summary: only rank 0 prints
+    assert sorted(p.name for p in single.iterdir()) == sorted(p.name for p in double.iterdir())
+    lines = [json.loads(x) for x in (double / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3]  # one copy of the metrics
+    assert "find_unused_parameters" not in two.stderr
+
+
+def test_ppo_two_processes_and_shared_kl_control(sft_adapter, sample_data_dir, tmp_path, tiny_model_dir):
+    from stackllama_cli.training.reward import RewardConfig, run
+
+    rm = tmp_path / "rm"
+    run(RewardConfig(model=str(sft_adapter), data=str(sample_data_dir), output=str(rm), max_steps=1,
+                     max_length=256, eval_pairs=0, stats_pairs=4))
+    out = tmp_path / "ppo"
+    args = ["ppo", "--model", sft_adapter, "--reward-model", rm, "--data", sample_data_dir, "--steps", "2",
+            "--batch-size", "4", "--mini-batch-size", "2", "--min-new-tokens", "6", "--max-new-tokens", "10",
+            "--log-samples", "0"]
+    proc = run_cli_subprocess(*args, "--output", out, "--cpu-processes", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("step 1/2") == 1 and proc.stderr.count("step 2/2") == 1
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in rows] == [8, 8]  # gathered from both ranks
+    first = rows[0]
+    error = min(max(first["kl"] / 6.0 - 1, -0.2), 0.2)
+    assert first["beta_next"] == pytest.approx(0.2 * (1 + error * 8 / 10000))  # n_steps counts both ranks
+    assert (out / "adapter_model.safetensors").is_file() and (out / "value_head.safetensors").is_file()
+    # a failure on every rank: exit code propagates, the error is shown once, no traceback
+    bad = run_cli_subprocess(*args[:4], tiny_model_dir, *args[5:], "--output", tmp_path / "bad",
+                             "--cpu-processes", "2")
+    assert bad.returncode == 1
+    assert bad.stderr.count("not a reward model") == 1 and "Traceback" not in bad.stderr
