@@ -53,7 +53,7 @@ def _root(
 
 # Each module in stackllama_cli/commands/ defines `COMMAND` (keyword arguments of
 # `app.command`: name, help, epilog) and `command` (the function). Order = help order.
-COMMANDS = ["prepare_data", "sft", "train_rm", "eval_rm", "ppo", "merge", "generate"]
+COMMANDS = ["prepare_data", "sft", "train_rm", "eval_rm", "ppo", "merge", "generate", "demo"]
 
 
 def _register() -> None:
