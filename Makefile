@@ -20,7 +20,7 @@ $(BIN)/stackllama: pyproject.toml
 setup: $(BIN)/stackllama
 
 demo: setup
-	$(BIN)/stackllama prepare-data --output $(DEMO_OUT)/data --overwrite
+	$(BIN)/stackllama demo --output $(DEMO_OUT)
 
 test: setup
 	$(BIN)/python -m pytest -q
