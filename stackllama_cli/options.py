@@ -66,8 +66,8 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed (data order, samp
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (nothing else on stdout).")]
 ConfigFile = Annotated[
     Optional[Path],
-    typer.Option("--config", help="TOML/JSON file with option values (a [command] table is used when present); "
-                 "options on the command line win."),
+    typer.Option("--config", help="TOML/JSON file with option values (a \\[command] table, e.g. \\[sft], is used "
+                 "when present); options on the command line win."),
 ]
 ReportTo = Annotated[
     str,

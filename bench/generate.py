@@ -1,0 +1,69 @@
+"""Generation throughput: `stackllama generate` batch mode vs a plain `model.generate` loop (SmolLM2-135M).
+
+    python bench/generate.py [--questions 16] [--batch-size 8] [--max-new-tokens 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BEER, require_dumps  # noqa: E402
+
+
+def main() -> None:
+    require_dumps()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--questions", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    a = parser.parse_args()
+    import io
+    import re
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stackllama_cli.console import quiet_libraries
+    from stackllama_cli.data.prompts import format_prompt
+    from stackllama_cli.inference.generate import SamplingConfig, run_batch
+    from stackllama_cli.models import resolve_model
+
+    quiet_libraries()
+    titles = re.findall(r'Title="([^"]*)"', BEER.read_text())[: a.questions]
+    sampling = SamplingConfig(max_new_tokens=a.max_new_tokens, temperature=0.7, top_p=0.95, top_k=50, seed=0)
+    out = io.StringIO()
+    start = time.time()
+    run_batch("smollm2-135m", [{"question": t} for t in titles], sampling, batch_size=a.batch_size, out=out)
+    ours_seconds = time.time() - start
+    ours_tokens = sum(json.loads(line)["response_tokens"] for line in out.getvalue().splitlines())
+
+    path = resolve_model("smollm2-135m").path
+    tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+    start = time.time()
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    torch.manual_seed(0)
+    plain_tokens = 0
+    for i in range(0, len(titles), a.batch_size):
+        enc = tok([format_prompt(t) for t in titles[i : i + a.batch_size]], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=a.max_new_tokens, do_sample=True, temperature=0.7,
+                                 top_p=0.95, top_k=50, pad_token_id=tok.pad_token_id)
+        new = gen[:, enc["input_ids"].shape[1]:]
+        for row in new.tolist():
+            plain_tokens += row.index(tok.eos_token_id) if tok.eos_token_id in row else len(row)
+    plain_seconds = time.time() - start
+    print(f"{len(titles)} questions, batch {a.batch_size}, up to {a.max_new_tokens} new tokens, fp32 CPU "
+          "(times include loading the model)")
+    print(f"stackllama generate (batch mode): {ours_tokens} tokens in {ours_seconds:.1f} s = "
+          f"{ours_tokens / ours_seconds:.1f} tokens/s")
+    print(f"plain model.generate loop:        {plain_tokens} tokens in {plain_seconds:.1f} s = "
+          f"{plain_tokens / plain_seconds:.1f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""prepare-data throughput and memory on a large dump vs plain markdownify on every body.
+
+    python bench/prepare_data.py [--copies 85]
+
+Builds a dump of the beer site replicated with fresh ids (>= 200k rows at 85 copies),
+runs `stackllama prepare-data` on it in a child process, and compares with the naive
+baseline: markdownify (its default html.parser) on every body, single process,
+timed on a sample of bodies and extrapolated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BEER, require_dumps, stackllama  # noqa: E402
+
+ID_ATTRS = re.compile(rb'\b(Id|ParentId|AcceptedAnswerId)="(\d+)"')
+
+
+def replicate(src: Path, dst: Path, copies: int) -> int:
+    rows = [line for line in src.read_bytes().splitlines() if line.strip().startswith(b"<row")]
+    offset = 10 ** (len(str(max(int(m.group(2)) for r in rows for m in ID_ATTRS.finditer(r)))) + 1)
+    with open(dst, "wb") as fh:
+        fh.write(b'<?xml version="1.0" encoding="utf-8"?>\n<posts>\n')
+        for c in range(copies):
+            shift = c * offset
+            for row in rows:
+                fh.write(ID_ATTRS.sub(lambda m: b'%s="%d"' % (m.group(1), int(m.group(2)) + shift), row) + b"\n")
+        fh.write(b"</posts>\n")
+    return len(rows) * copies
+
+
+def baseline_bodies_per_second(src: Path, sample: int = 3000) -> tuple[float, int]:
+    """Plain markdownify on bodies as they come, single process."""
+    import html
+
+    from markdownify import markdownify
+
+    bodies = [html.unescape(m.group(1).decode()) for m in re.finditer(rb'Body="([^"]*)"', src.read_bytes())]
+    work = (bodies * (sample // len(bodies) + 1))[:sample]
+    start = time.perf_counter()
+    for body in work:
+        markdownify(body)
+    return len(work) / (time.perf_counter() - start), len(bodies)
+
+
+def main() -> None:
+    require_dumps()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=85)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        results = {}
+        for copies in (1, args.copies):
+            dump = tmp / f"big{copies}.stackexchange.com-Posts.xml"
+            rows = replicate(BEER, dump, copies)
+            proc, seconds, rss = stackllama("prepare-data", dump, "--output", tmp / f"out{copies}", "--json")
+            stats = json.loads(proc.stdout)
+            results[copies] = (rows, seconds, rss, stats, dump.stat().st_size)
+        rate, bodies_per_copy = baseline_bodies_per_second(BEER)
+    rows, seconds, rss, stats, size = results[args.copies]
+    small_rss = results[1][2]
+    baseline_seconds = bodies_per_copy * args.copies / rate
+    print(f"dump: {rows} rows ({size / 2**20:.0f} MiB), {stats['pairs']} pairs")
+    print(f"stackllama prepare-data: {seconds:.1f} s wall (incl. ~3 s start-up) = {rows / seconds:,.0f} rows/s, "
+          f"{stats['bodies_converted'] / seconds:,.0f} bodies converted/s, peak RSS {rss:.0f} MiB "
+          f"(1 copy: {small_rss:.0f} MiB)")
+    print(f"baseline, plain markdownify on every body (1 process): {rate:,.0f} bodies/s -> "
+          f"{baseline_seconds:.1f} s for the {bodies_per_copy * args.copies} bodies")
+    print(f"speed-up over the baseline, single process: {baseline_seconds / seconds:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
