@@ -13,6 +13,17 @@ from typing import Any, Iterator
 from stackllama_cli.errors import StackLlamaError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries: give outputs the usual umask-based mode."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def check_output_dir(path: str | Path, overwrite: bool) -> Path:
     """Refuse to replace a non-empty directory unless `overwrite` is set."""
     path = Path(path)
@@ -33,6 +44,7 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     final = check_output_dir(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    public_mode(tmp, directory=True)
     try:
         yield tmp
     except BaseException:
@@ -60,6 +72,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        public_mode(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

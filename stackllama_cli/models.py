@@ -158,6 +158,9 @@ def ensure_converted(gguf_path: Path, key: str) -> Path:
     info(f"Converting {gguf_path.name} to a safetensors model in {target} (once)...")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=target.parent))
+    from stackllama_cli.files import public_mode
+
+    public_mode(tmp, directory=True)
     try:
         _convert_gguf(gguf_path, tmp)
         (tmp / CONVERTED_MARKER).write_text(json.dumps({"source": str(gguf_path)}) + "\n")

@@ -81,6 +81,14 @@ def test_bundled_sample_and_determinism(tmp_path, run_cli):
     for s in SPLITS:
         assert pa[s]["response_j"] == js[s]["response_j"]
     assert (a / "stackllama_config.json").is_file()
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (a, a / "stats.json", a / "stackllama_config.json"):  # not private temp-file modes
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
 
 
 def test_seven_zip_archive(beer_posts, tmp_path, run_cli):
