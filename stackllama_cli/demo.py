@@ -26,8 +26,8 @@ REPORT_FILENAME = "report.html"
 # Step budgets. `small` is sized for ~10-15 minutes on 2 CPU cores with SmolLM2-135M.
 # SmolLM2-135M on 2 CPU cores (DESIGN.md §2): LoRA fwd+bwd ~130 tokens/s, generation ~46 tokens/s at batch 8.
 BUDGETS = {
-    "small": dict(sft_steps=12, sft_batch=4, seq_length=256, sft_lr=2e-4, rm_steps=16, rm_batch=4,
-                  rm_max_length=256, rm_lr=1e-4, ppo_steps=6, ppo_batch=8, ppo_lr=1e-4, min_new=24, max_new=48,
+    "small": dict(sft_steps=12, sft_batch=4, seq_length=256, sft_lr=2e-4, rm_steps=20, rm_batch=4,
+                  rm_max_length=256, rm_lr=1e-4, ppo_steps=10, ppo_batch=8, ppo_lr=1e-4, min_new=24, max_new=48,
                   questions=4, answer_tokens=64),
     "medium": dict(sft_steps=60, sft_batch=8, seq_length=512, sft_lr=2e-4, rm_steps=80, rm_batch=8,
                    rm_max_length=384, rm_lr=5e-5, ppo_steps=30, ppo_batch=16, ppo_lr=5e-5, min_new=32, max_new=96,
@@ -66,11 +66,11 @@ def stages(cfg: DemoConfig, out: Path) -> list[Stage]:
         Stage("sft", ["sft", "--model", cfg.model, "--data", str(data), "--output", str(sft),
                       "--max-steps", str(b["sft_steps"]), "--batch-size", str(b["sft_batch"]),
                       "--seq-length", str(b["seq_length"]), "--learning-rate", str(b["sft_lr"]), "--eval-steps",
-                      str(b["sft_steps"] // 2), *seed], sft / "adapter_config.json"),
+                      str(b["sft_steps"] // 2), "--logging-steps", "1", *seed], sft / "adapter_config.json"),
         Stage("train-rm", ["train-rm", "--model", str(sft), "--data", str(data), "--output", str(reward),
                            "--max-steps", str(b["rm_steps"]), "--batch-size", str(b["rm_batch"]),
                            "--max-length", str(b["rm_max_length"]), "--learning-rate", str(b["rm_lr"]),
-                           "--eval-steps", str(b["rm_steps"] // 2), *seed], reward / "adapter_config.json"),
+                           "--eval-steps", str(b["rm_steps"] // 2), "--logging-steps", "1", *seed], reward / "adapter_config.json"),
         Stage("eval-rm", ["eval-rm", str(reward), "--data", str(data), "--json"], out / "eval-rm.json",
               stdout=out / "eval-rm.json"),
         Stage("ppo", ["ppo", "--model", str(sft), "--reward-model", str(reward), "--data", str(data),
