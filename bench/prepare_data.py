@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -59,23 +60,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         results = {}
-        for copies in (1, args.copies):
+        for copies, workers in ((1, 1), (args.copies, 1), (args.copies, 0)):
             dump = tmp / f"big{copies}.stackexchange.com-Posts.xml"
-            rows = replicate(BEER, dump, copies)
-            proc, seconds, rss = stackllama("prepare-data", dump, "--output", tmp / f"out{copies}", "--json")
-            stats = json.loads(proc.stdout)
-            results[copies] = (rows, seconds, rss, stats, dump.stat().st_size)
+            rows = replicate(BEER, dump, copies) if not dump.exists() else rows
+            proc, seconds, rss = stackllama("prepare-data", dump, "--output", tmp / f"out{copies}-{workers}",
+                                            "--workers", workers, "--json")
+            results[copies, workers] = (rows, seconds, rss, json.loads(proc.stdout), dump.stat().st_size)
         rate, bodies_per_copy = baseline_bodies_per_second(BEER)
-    rows, seconds, rss, stats, size = results[args.copies]
-    small_rss = results[1][2]
     baseline_seconds = bodies_per_copy * args.copies / rate
-    print(f"dump: {rows} rows ({size / 2**20:.0f} MiB), {stats['pairs']} pairs")
-    print(f"stackllama prepare-data: {seconds:.1f} s wall (incl. ~3 s start-up) = {rows / seconds:,.0f} rows/s, "
-          f"{stats['bodies_converted'] / seconds:,.0f} bodies converted/s, peak RSS {rss:.0f} MiB "
-          f"(1 copy: {small_rss:.0f} MiB)")
+    rows, _, _, stats, size = results[args.copies, 1]
+    print(f"dump: {rows} rows ({size / 2**20:.0f} MiB), {stats['pairs']} pairs, {stats['bodies_converted']} "
+          f"bodies in pairs (of {bodies_per_copy * args.copies})")
     print(f"baseline, plain markdownify on every body (1 process): {rate:,.0f} bodies/s -> "
-          f"{baseline_seconds:.1f} s for the {bodies_per_copy * args.copies} bodies")
-    print(f"speed-up over the baseline, single process: {baseline_seconds / seconds:.2f}x")
+          f"{baseline_seconds:.1f} s")
+    for (copies, workers), (rows, seconds, rss, stats, size) in results.items():
+        if copies == 1:
+            continue
+        label = "1 process " if workers == 1 else f"{os.cpu_count()} cores   "
+        print(f"stackllama prepare-data, {label}: {seconds:.1f} s wall (incl. ~3 s start-up) = "
+              f"{rows / seconds:,.0f} rows/s, {stats['bodies_converted'] / seconds:,.0f} bodies converted/s, "
+              f"peak RSS {rss:.0f} MiB; {baseline_seconds / seconds:.2f}x the baseline")
+    print(f"peak RSS with 1 copy of the dump: {results[1, 1][2]:.0f} MiB (memory grows with the pairs kept, "
+          "not with the rows streamed)")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def command(
                          ] = PrepareConfig.max_pairs,
     splits: Annotated[str, typer.Option("--splits", help="Fractions of questions per split.")
                       ] = PrepareConfig.splits,
+    workers: Annotated[int, typer.Option("--workers", help="Processes converting HTML to Markdown "
+                                         "(0: one per CPU core, at most 8).")] = PrepareConfig.workers,
     seed: Seed = PrepareConfig.seed,
     overwrite: Overwrite = False,
     json_out: Json = False,
@@ -52,7 +54,7 @@ def command(
     from stackllama_cli.data.prepare import print_summary, run
 
     values = dict(inputs=[str(p) for p in inputs or []], output=output, format=format, max_pairs=max_pairs,
-                  splits=splits, seed=seed, overwrite=overwrite)
+                  splits=splits, workers=workers, seed=seed, overwrite=overwrite)
     explicit = explicit_params(ctx, values)
     if inputs:
         explicit["inputs"] = values["inputs"]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from stackllama_cli.config import require, save_config
@@ -53,10 +55,12 @@ class PrepareConfig:
     max_pairs: int = 10
     seed: int = 0
     splits: str = DEFAULT_SPLITS
+    workers: int = 0  # processes converting HTML to Markdown; 0 = one per CPU core (at most 8)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         require(self.format in ("parquet", "jsonl"), "--format must be parquet or jsonl")
+        require(self.workers >= 0, "--workers must be non-negative")
         require(self.max_pairs >= 1, "--max-pairs must be at least 1")
         parse_split_fractions(self.splits)
 
@@ -116,15 +120,51 @@ def build_pairs(questions: dict[int, QuestionInfo], cfg: PrepareConfig, site: st
     return pairs_by_q
 
 
-def convert_needed(source: DumpSource, needed: set[int], stats: Counter, on_read) -> dict[int, tuple[str, str]]:
-    """Pass 2: Markdown bodies (and titles) of the posts used in pairs only."""
+def worker_count(requested: int) -> int:
+    return requested or min(8, os.cpu_count() or 1)
+
+
+def convert_needed(source: DumpSource, needed: set[int], stats: Counter, on_read,
+                   workers: int = 1) -> dict[int, tuple[str, str]]:
+    """Pass 2: Markdown bodies (and titles) of the posts used in pairs only.
+
+    Conversion (markdownify) dominates the run time; with several workers, bodies are
+    converted in parallel in batches while the XML streams on.
+    """
     texts: dict[int, tuple[str, str]] = {}
-    for row in iter_rows(source.xml, on_read):
-        post_id = to_int(row.get("Id"))
-        if post_id in needed:
-            texts[post_id] = (row.get("Title", ""), html_to_markdown(row.get("Body")))
-            stats["bodies_converted"] += 1
+    batch: list[tuple[int, str, str]] = []
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pending = []
+
+    def flush() -> None:
+        ids, titles, bodies = zip(*batch)
+        if pool is None:
+            converted = [html_to_markdown(b) for b in bodies]
+            texts.update(zip(ids, zip(titles, converted)))
+        else:
+            pending.append((ids, titles, pool.submit(_convert_many, bodies)))
+        batch.clear()
+
+    try:
+        for row in iter_rows(source.xml, on_read):
+            post_id = to_int(row.get("Id"))
+            if post_id in needed:
+                batch.append((post_id, row.get("Title", ""), row.get("Body") or ""))
+                stats["bodies_converted"] += 1
+                if len(batch) == 256:
+                    flush()
+        if batch:
+            flush()
+        for ids, titles, future in pending:
+            texts.update(zip(ids, zip(titles, future.result())))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return texts
+
+
+def _convert_many(bodies: tuple[str, ...]) -> list[str]:
+    return [html_to_markdown(b) for b in bodies]
 
 
 def question_text(title: str, body: str) -> str:
@@ -140,7 +180,7 @@ def site_rows(source: DumpSource, cfg: PrepareConfig, fractions: dict[str, float
     pairs_by_q = build_pairs(questions, cfg, source.site, stats)
     needed = set(pairs_by_q) | {a.answer_id for ps in pairs_by_q.values() for p in ps for a in (p.chosen, p.rejected)}
     task = bar.add_task(f"convert {source.site}", total=size, extra=f"{len(needed)} bodies")
-    texts = convert_needed(source, needed, stats, lambda n: bar.advance(task, n))
+    texts = convert_needed(source, needed, stats, lambda n: bar.advance(task, n), worker_count(cfg.workers))
 
     rows: dict[str, list[dict]] = {name: [] for name in SPLITS}
     for qid in sorted(pairs_by_q):

@@ -146,3 +146,14 @@ def test_existing_output_needs_overwrite(tmp_path, run_cli):
     result = run_cli("prepare-data", "--output", out)
     assert result.exit_code == 1 and "--overwrite" in result.stderr
     assert run_cli("prepare-data", "--output", out, "--overwrite").exit_code == 0
+
+
+def test_parallel_conversion_gives_identical_output(beer_posts, tmp_path, run_cli):
+    import pyarrow.parquet as pq
+
+    for workers in ("1", "2"):
+        result = run_cli("prepare-data", beer_posts, "--output", tmp_path / workers, "--workers", workers)
+        assert result.exit_code == 0, result
+    for split in SPLITS:
+        name = f"data/{split}-00000-of-00001.parquet"
+        assert pq.read_table(tmp_path / "1" / name).equals(pq.read_table(tmp_path / "2" / name)), split
