@@ -127,9 +127,16 @@ def precision_kwargs(precision: str) -> dict[str, Any]:
     from stackllama_cli.models import resolve_precision
 
     resolved = resolve_precision(precision)
-    if resolved in ("bf16", "fp16") and not torch.cuda.is_available() and precision != resolved:
-        resolved = "fp32"
     return {"bf16": resolved == "bf16", "fp16": resolved == "fp16", "use_cpu": not torch.cuda.is_available()}
+
+
+def batch_description(cfg: TrainCommon) -> str:
+    """'effective batch 32 = 4 per device x 8 processes x 1 accumulation'."""
+    from stackllama_cli.launch import effective_batch_size, world_size
+
+    world = world_size()
+    return (f"effective batch {effective_batch_size(cfg.batch_size, world, cfg.grad_accum)} = {cfg.batch_size} per "
+            f"device x {world} process{'es' if world > 1 else ''} x {cfg.grad_accum} accumulation")
 
 
 def training_args_kwargs(cfg: TrainCommon, output: Path, has_eval: bool) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from stackllama_cli.files import write_json
 from stackllama_cli.training.common import (
     METRICS_FILENAME,
     TrainCommon,
+    batch_description,
     install_callbacks,
     last_checkpoint,
     lora_config,
@@ -131,7 +132,7 @@ def run(cfg: RewardConfig) -> dict:
         eval_ids, _ = tokenize_pairs(eval_pairs, tokenizer, cfg.max_length, truncate=True)
         eval_ds = datasets.Dataset.from_dict(eval_ids)
     info(f"Reward model on {len(train_ids['chosen_ids'])} pairs ({dropped} over {cfg.max_length} tokens "
-         f"{'truncated' if cfg.truncate else 'dropped'}), model {spec.name}")
+         f"{'truncated' if cfg.truncate else 'dropped'}), model {spec.name}, {batch_description(cfg)}")
     save_config(cfg, out)
 
     # 2. classifier

@@ -19,6 +19,7 @@ from stackllama_cli.files import write_json
 from stackllama_cli.training.common import (
     METRICS_FILENAME,
     TrainCommon,
+    batch_description,
     last_checkpoint,
     lora_config,
     plot_curves,
@@ -112,7 +113,7 @@ def run(cfg: SftConfig) -> dict:
     spec = resolve_model(cfg.model, base=cfg.base)
     tokenizer = load_tokenizer(spec, trust_remote_code=cfg.trust_remote_code)
     info(f"SFT on {len(train_ds)} texts ({len(eval_ds) if eval_ds else 0} held out), model {spec.name}, "
-         f"packing {cfg.packing}, sequence length {cfg.seq_length}")
+         f"packing {cfg.packing}, sequence length {cfg.seq_length}, {batch_description(cfg)}")
     save_config(cfg, out)
 
     # 2. model

@@ -94,3 +94,11 @@ def test_launcher_noise_filter_keeps_rank_output_drops_elastic_dump():
     assert [line for line in lines if noise.keep(line)] == lines[:2]
     debug = LauncherNoise(debug=True)
     assert all(debug.keep(line) for line in lines)
+
+
+def test_batch_description_counts_processes(monkeypatch):
+    from stackllama_cli.training.common import TrainCommon, batch_description
+
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert batch_description(TrainCommon(batch_size=4, grad_accum=2)) == \
+        "effective batch 64 = 4 per device x 8 processes x 2 accumulation"
