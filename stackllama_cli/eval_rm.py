@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import IO, Sequence
 
 from stackllama_cli.console import progress
@@ -57,14 +58,17 @@ def score_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max
 def evaluate_pairs(model, tokenizer, ds, batch_size: int = 8, max_length: int | None = None) -> dict:
     """Accuracy, margin, reward stats, and the length rule and per-score-gap accuracies beside them."""
     questions, js, ks = ds["question"], ds["response_j"], ds["response_k"]
+    start = time.perf_counter()
     rj = score_texts(model, tokenizer, [format_example(q, a) for q, a in zip(questions, js)], batch_size,
                      max_length, "score chosen")
     rk = score_texts(model, tokenizer, [format_example(q, a) for q, a in zip(questions, ks)], batch_size,
                      max_length, "score rejected")
+    seconds = time.perf_counter() - start
     mean, std = mean_std(rj + rk)
     result = {"pairs": len(rj), "accuracy": pair_accuracy(rj, rk), "mean_margin": mean_margin(rj, rk),
               "reward_mean": mean, "reward_std": std,
-              "length_rule_accuracy": length_rule_accuracy([len(a) for a in js], [len(a) for a in ks])}
+              "length_rule_accuracy": length_rule_accuracy([len(a) for a in js], [len(a) for a in ks]),
+              "scoring_seconds": round(seconds, 3), "pairs_per_second": len(rj) / seconds if seconds > 0 else None}
     if "score_j" in ds.column_names and "score_k" in ds.column_names:
         result["accuracy_by_score_gap"] = accuracy_by_gap(rj, rk, ds["score_j"], ds["score_k"])
     return result
@@ -125,6 +129,8 @@ def print_report(result: dict) -> None:
     table.add_row("reward mean / std", f"{result['reward_mean']:.3f} / {result['reward_std']:.3f}")
     for gap, bucket in result.get("accuracy_by_score_gap", {}).items():
         table.add_row(f"accuracy, score gap {gap}", f"{bucket['accuracy']:.3f} ({bucket['pairs']} pairs)")
+    if result.get("pairs_per_second"):
+        table.add_row("scoring speed", f"{result['pairs_per_second']:.1f} pairs/s")
     console.print(table)
     beats = result["accuracy"] > result["length_rule_accuracy"]
     console.print("[green]The reward model beats the length rule.[/]" if beats else

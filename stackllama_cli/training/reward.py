@@ -47,30 +47,33 @@ class RewardConfig(TrainCommon):
     lora_dropout: float = 0.1
     eval_pairs: int = 500  # evaluation-split pairs scored during/after training (0: none)
     stats_pairs: int = 1000  # training pairs scored for reward_stats.json
+    max_minutes: float = 0.0  # wall-clock training budget (0: none); stops cleanly, then evaluates and saves
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.max_length >= 16, "--max-length must be at least 16")
         require(self.eval_pairs >= 0 and self.stats_pairs >= 1, "--eval-pairs must be >= 0, --stats-pairs >= 1")
+        require(self.max_minutes >= 0, "--max-minutes must be non-negative (0: no time budget)")
 
 
 def tokenize_pairs(ds, tokenizer, max_length: int, truncate: bool) -> tuple[dict[str, list], int]:
-    """chosen_ids/rejected_ids with EOS appended; pairs over `max_length` dropped (or cut) and counted."""
+    """chosen_ids/rejected_ids with EOS appended, and how many pairs were over `max_length` (dropped, or cut)."""
     eos = tokenizer.eos_token_id
     out: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
-    dropped = 0
+    over = 0
     chosen = tokenizer([format_example(q, a) for q, a in zip(ds["question"], ds["response_j"])])["input_ids"]
     rejected = tokenizer([format_example(q, a) for q, a in zip(ds["question"], ds["response_k"])])["input_ids"]
     for cj, rk in zip(chosen, rejected):
         cj, rk = cj + [eos], rk + [eos]
         if max(len(cj), len(rk)) > max_length:
+            over += 1
             if not truncate:
-                dropped += 1
                 continue
-            cj, rk = cj[: max_length - 1] + [eos], rk[: max_length - 1] + [eos]
+            # cut only the side that is too long, keeping EOS last (never a second EOS on the short side)
+            cj, rk = [ids if len(ids) <= max_length else ids[: max_length - 1] + [eos] for ids in (cj, rk)]
         out["chosen_ids"].append(cj)
         out["rejected_ids"].append(rk)
-    return out, dropped
+    return out, over
 
 
 def build_classifier(cfg: RewardConfig, spec, pad_token_id: int):
@@ -109,6 +112,7 @@ def run(cfg: RewardConfig) -> dict:
     from trl import RewardTrainer
 
     from stackllama_cli.eval_rm import evaluate_pairs, score_texts
+    from stackllama_cli.launch import effective_batch_size, world_size
     from stackllama_cli.models import REWARD_STATS_FILENAME, load_tokenizer, make_adapter_portable, resolve_model
 
     # 1. data
@@ -123,7 +127,7 @@ def run(cfg: RewardConfig) -> dict:
             warn(f"training without evaluation: {exc}")
     spec = resolve_model(cfg.model, base=cfg.base)
     tokenizer = load_tokenizer(spec, padding_side="right", trust_remote_code=cfg.trust_remote_code)
-    train_ids, dropped = tokenize_pairs(train_pairs, tokenizer, cfg.max_length, cfg.truncate)
+    train_ids, n_over = tokenize_pairs(train_pairs, tokenizer, cfg.max_length, cfg.truncate)
     if not train_ids["chosen_ids"]:
         raise StackLlamaError(f"all {len(train_pairs)} training pairs are longer than --max-length {cfg.max_length} "
                               "tokens; raise it or pass --truncate")
@@ -131,7 +135,7 @@ def run(cfg: RewardConfig) -> dict:
     if eval_pairs is not None:
         eval_ids, _ = tokenize_pairs(eval_pairs, tokenizer, cfg.max_length, truncate=True)
         eval_ds = datasets.Dataset.from_dict(eval_ids)
-    info(f"Reward model on {len(train_ids['chosen_ids'])} pairs ({dropped} over {cfg.max_length} tokens "
+    info(f"Reward model on {len(train_ids['chosen_ids'])} pairs ({n_over} over {cfg.max_length} tokens "
          f"{'truncated' if cfg.truncate else 'dropped'}), model {spec.name}, {batch_description(cfg)}")
     save_config(cfg, out)
 
@@ -146,12 +150,21 @@ def run(cfg: RewardConfig) -> dict:
                             eval_dataset=eval_ds, processing_class=tokenizer,
                             peft_config=lora_config(cfg, "SEQ_CLS"))
     install_callbacks(trainer, out, "train-rm")
+    budget = None
+    if cfg.max_minutes > 0:
+        from stackllama_cli.training.callbacks import TimeBudgetCallback
+
+        budget = TimeBudgetCallback(cfg.max_minutes)
+        trainer.add_callback(budget)
 
     # 4. train
     start = time.time()
     resume_from = last_checkpoint(out) if cfg.resume else None
+    steps_before = int(Path(resume_from).name.rsplit("-", 1)[-1]) if resume_from else 0
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.time() - start
+    if budget is not None and budget.stopped_at is not None:
+        info(f"time budget of {cfg.max_minutes:g} min reached: stopped after step {budget.stopped_at}")
 
     # 5. evaluate; reward statistics over training pairs (PPO normalises rewards with them)
     model = trainer.model.eval()
@@ -172,14 +185,18 @@ def run(cfg: RewardConfig) -> dict:
     publish(save, out)
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []
     summary = {"train_loss": result.training_loss, "steps": result.global_step,
-               "train_pairs": len(train_ids["chosen_ids"]), "dropped_over_max_length": dropped,
+               "train_pairs": len(train_ids["chosen_ids"]), "over_max_length": n_over,
+               "dropped_over_max_length": 0 if cfg.truncate else n_over,
+               "stopped_by_time_budget": budget is not None and budget.stopped_at is not None,
                "reward_mean": mean, "reward_std": std,
-               "train_pairs_per_second": result.global_step * cfg.batch_size * cfg.grad_accum / seconds
-               if seconds > 0 else None,
+               # pairs trained in this session (a resumed run started at its checkpoint's step), all processes
+               "train_pairs_per_second": (result.global_step - steps_before) * effective_batch_size(
+                   cfg.batch_size, world_size(), cfg.grad_accum) / seconds if seconds > 0 else None,
                "seconds": round(seconds, 1)}
     summary.update({f"eval_{k}": v for k, v in evaluation.items() if not isinstance(v, dict)})
     write_json(out / SUMMARY_FILENAME, {**summary, "evaluation": evaluation})
     plot_curves(records, out / "reward.png", [("loss", "train loss"), ("eval_loss", "eval loss"),
-                                              ("eval_accuracy", "eval accuracy")], "Reward model")
+                                              ("eval_accuracy", "eval accuracy"),
+                                              ("eval_margin", "eval mean margin")], "Reward model")
     summary_table(f"train-rm -> {out}", summary)
     return summary

@@ -111,3 +111,83 @@ def test_bad_inputs(tiny_model_dir, toy_rm, toy_pairs, tmp_path, run_cli):
     assert result.exit_code == 1 and "not a reward model" in result.stderr
     proc = run_cli_subprocess("eval-rm", toy_rm, "--score", input='{"question": "x"}\n')
     assert proc.returncode == 1 and "'response'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_saved_adapter_reproduces_training_rewards(toy_rm, toy_pairs, run_cli):
+    """reward_stats.json was computed in memory after training; reloading the saved adapter gives the same rewards."""
+    result = run_cli("eval-rm", toy_rm, "--data", toy_pairs, "--split", "reward", "--max-length", "64", "--json")
+    assert result.exit_code == 0, result
+    stats = json.loads((toy_rm / "reward_stats.json").read_text())
+    ev = json.loads(result.stdout)
+    assert ev["pairs"] == 64 and stats["n"] == 2 * 64
+    assert ev["reward_mean"] == pytest.approx(stats["mean"], abs=1e-4)
+    assert ev["reward_std"] == pytest.approx(stats["std"], abs=1e-4)
+
+
+def test_eval_rm_on_merged_and_8bit_models(toy_rm, toy_pairs, tmp_path, run_cli):
+    adapter = json.loads(run_cli("eval-rm", toy_rm, "--data", toy_pairs, "--json").stdout)
+    merged = tmp_path / "merged"
+    assert run_cli("merge", toy_rm, "--output", merged).exit_code == 0
+    assert (merged / "reward_stats.json").is_file()
+    result = run_cli("eval-rm", merged, "--data", toy_pairs, "--json")
+    assert result.exit_code == 0, result
+    assert json.loads(result.stdout)["reward_mean"] == pytest.approx(adapter["reward_mean"], abs=1e-4)
+    result = run_cli("eval-rm", toy_rm, "--data", toy_pairs, "--load-in-8bit", "--json")
+    assert result.exit_code == 0, result
+    q8 = json.loads(result.stdout)
+    assert q8["accuracy"] == 1.0 and q8["mean_margin"] == pytest.approx(adapter["mean_margin"], rel=0.2)
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tiny_model_dir, tmp_path_factory):
+    """A causal-LM LoRA adapter with random (non-zero) B matrices: merging it visibly changes the decoder."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("sft") / "adapter"
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM",
+                                      init_lora_weights=False))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+def test_sft_adapter_is_merged_into_the_classifier(sft_adapter, tiny_model_dir, toy_pairs):
+    from transformers import AutoModelForCausalLM
+
+    from stackllama_cli.models import load_causal_lm, resolve_model
+    from stackllama_cli.training.reward import RewardConfig, build_classifier
+
+    spec = resolve_model(sft_adapter)
+    rm = build_classifier(RewardConfig(model=str(sft_adapter), data=str(toy_pairs)), spec, pad_token_id=0)
+    sft = load_causal_lm(spec)  # base + SFT adapter, merged
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    sft_weights, base_weights = sft.model.state_dict(), base.model.state_dict()
+    changed = [k for k, v in rm.model.state_dict().items() if not torch.equal(v, base_weights[k])]
+    assert changed, "the SFT adapter was not merged into the reward model's decoder"
+    for k, v in rm.model.state_dict().items():
+        torch.testing.assert_close(v, sft_weights[k])
+
+
+def test_train_rm_on_an_sft_adapter_with_a_time_budget(sft_adapter, toy_pairs, tmp_path, run_cli):
+    out = tmp_path / "rm"
+    result = run_cli("train-rm", "--model", sft_adapter, "--data", toy_pairs, "--output", out, "--max-steps", "50",
+                     "--max-minutes", "0.0001", "--eval-pairs", "0", "--stats-pairs", "16", "--max-length", "64",
+                     "--json")
+    assert result.exit_code == 0, result
+    summary = json.loads(result.stdout)
+    assert summary["stopped_by_time_budget"] and summary["steps"] == 1
+    assert (out / "checkpoints" / "checkpoint-1").is_dir()  # saved where it stopped, so --resume can go on
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(sft_adapter.resolve()) and config["task_type"] == "SEQ_CLS"
+    # eval-rm loads base -> SFT merged -> reward adapter and reproduces the in-training rewards
+    result = run_cli("eval-rm", out, "--data", toy_pairs, "--split", "reward", "--limit", "16", "--json")
+    assert result.exit_code == 0, result
+    assert json.loads(result.stdout)["reward_mean"] == pytest.approx(summary["reward_mean"], abs=1e-4)
+
+
+def test_train_rm_rejects_a_reward_adapter_as_model(toy_rm, toy_pairs, tmp_path, run_cli):
+    result = run_cli("train-rm", "--model", toy_rm, "--data", toy_pairs, "--output", tmp_path / "o")
+    assert result.exit_code == 1 and "SEQ_CLS adapter" in result.stderr and "Traceback" not in result.stderr
