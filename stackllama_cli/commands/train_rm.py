@@ -34,4 +34,7 @@ command = trainer_command(C, "train-rm", "stackllama_cli.training.reward", [
                                                  rich_help_panel=o.TRAIN_PANEL)], C.eval_pairs),
     ("stats_pairs", o.Annotated[int, typer.Option("--stats-pairs", help="Training pairs scored for reward_stats.json.",
                                                   rich_help_panel=o.TRAIN_PANEL)], C.stats_pairs),
+    ("max_minutes", o.Annotated[float, typer.Option("--max-minutes", help="Stop training after N minutes (0: no "
+                                                    "budget), then evaluate and save as usual.",
+                                                    rich_help_panel=o.TRAIN_PANEL)], C.max_minutes),
 ])

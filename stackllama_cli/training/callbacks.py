@@ -61,3 +61,34 @@ class RichProgressCallback(TrainerCallback):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stop training cleanly (checkpoint, then the stage's normal evaluation and save) after `minutes`.
+
+    Every process must stop at the same step or DDP hangs in the next all-reduce, so
+    the "over budget" flag is max-reduced across processes before anyone acts on it.
+    """
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60.0
+        self.start = None
+        self.stopped_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        over = time.monotonic() - self.start > self.seconds
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            import torch
+
+            flag = torch.tensor([float(over)], device=args.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item())
+        if over and not control.should_training_stop:
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            control.should_save = True
