@@ -4,6 +4,11 @@ Steps: 1 pairs -> token ids (drop or truncate over --max-length, counted) -> 2 c
 (from a base, a merged SFT model or an SFT adapter) -> 3 RewardTrainer with LoRA ->
 4 train (or resume) -> 5 evaluate, reward statistics for PPO -> 6 publish.
 Loss: -logsigmoid(r_j - r_k), mean over pairs (TRL).
+
+Where the reward is read: the classifier takes the logit at the last token that is not
+`pad_token_id`. Our tokenizers pad with EOS, so the EOS that TRL (and `eval_rm.score_texts`)
+appends counts as padding and the reward sits on the last answer token, in training and in
+scoring alike (tests check that a reloaded model reproduces the in-training rewards).
 """
 
 from __future__ import annotations
