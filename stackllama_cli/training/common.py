@@ -84,10 +84,26 @@ def prepare_output_dir(output: str | Path, resume: bool, overwrite: bool) -> Pat
         return out
     if has_content and not overwrite:
         raise StackLlamaError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    # Every rank has judged the directory as the user left it; only then may rank 0 change it.
+    # Without this barrier a slower rank saw rank 0's fresh files and refused to start.
+    wait_for_everyone()
     if has_content and is_main_process():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+    wait_for_everyone()
+    out.mkdir(parents=True, exist_ok=True)  # other machines of a multi-node run may not share the disk
     return out
+
+
+def wait_for_everyone() -> None:
+    """Barrier across the processes of a data-parallel run; free (no torch import) in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        from accelerate import PartialState
+
+        # cpu=True where there is no GPU: accelerate would otherwise fall back to one process (measured)
+        PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
 def last_checkpoint(output: str | Path) -> str | None:
