@@ -23,7 +23,9 @@ from stackllama_cli.errors import StackLlamaError, UsageError
 
 LAUNCHED_ENV = "STACKLLAMA_LAUNCHED"  # set in every child: never relaunch twice
 ERROR_DIR_ENV = "STACKLLAMA_ERROR_DIR"  # ranks > 0 leave their one-line error here
-LAUNCHER_VARS = ("LOCAL_RANK", "WORLD_SIZE", LAUNCHED_ENV, "ACCELERATE_PROCESS_INDEX")
+# Set by accelerate/torchrun (LOCAL_RANK, WORLD_SIZE, RANK), by us, and by MPI launchers (which accelerate
+# supports for CPU runs): any of them means "already one of several processes", never relaunch.
+LAUNCHER_VARS = ("LOCAL_RANK", "WORLD_SIZE", "RANK", LAUNCHED_ENV, "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 
 @dataclasses.dataclass
@@ -82,22 +84,62 @@ def needs_relaunch(opts: LaunchOptions, env: Mapping[str, str], processes: int) 
     return processes > 1 or opts.num_machines > 1 or opts.accelerate_config is not None
 
 
-def build_launch_argv(opts: LaunchOptions, processes: int, cpu: bool, python: str, args: Sequence[str]) -> list[str]:
-    """`python -m accelerate.commands.launch ... -m stackllama_cli <args>`; args are passed through verbatim."""
+def read_accelerate_config(path: str | Path) -> dict:
+    """The user's accelerate config (YAML or JSON), read only to learn its process and machine counts."""
+    path = Path(path)
+    if not path.is_file():
+        raise StackLlamaError(f"accelerate config {path} not found; pass a file written by 'accelerate config' "
+                              "or one of the examples in stackllama_cli/configs/")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            import json
+
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml/json/decoding errors all mean the same thing to the user
+        raise StackLlamaError(f"cannot read accelerate config {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise StackLlamaError(f"accelerate config {path} is not a mapping of settings")
+    return data
+
+
+def build_launch_argv(opts: LaunchOptions, processes: int, cpu: bool, python: str, args: Sequence[str],
+                      config: Mapping | None = None) -> list[str]:
+    """`python -m accelerate.commands.launch ... -m stackllama_cli <args>`; args are passed through verbatim.
+
+    `processes` is per machine; `config` is the parsed --accelerate-config file. Precedence: our command
+    line > the config file > auto-detection (so `--gpus auto` leaves a config's num_processes alone, but
+    fills it in for the shipped example configs, which leave it out on purpose).
+    """
     argv = [python, "-m", "accelerate.commands.launch", "--quiet"]
     if opts.accelerate_config:
+        config = config or {}
         argv += ["--config_file", str(opts.accelerate_config)]
+        machines = opts.num_machines if opts.num_machines > 1 else int(config.get("num_machines") or 1)
+        explicit = opts.cpu_processes > 0 or str(opts.gpus).strip().lower() != "auto"
+        if explicit or not config.get("num_processes"):
+            argv += ["--num_processes", str(processes * machines)]
+        if machines != int(config.get("num_machines") or 1):
+            argv += ["--num_machines", str(machines)]
+        has_ip = bool(opts.main_process_ip or config.get("main_process_ip"))
     else:
         # `--cpu` would start only one process: CPU DDP goes through --multi_gpu + ACCELERATE_USE_CPU.
-        argv += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if not opts.accelerate_config or processes > 1:
-        argv += ["--num_processes", str(processes * opts.num_machines)]
-    if opts.num_machines > 1 or not opts.accelerate_config:
-        argv += ["--num_machines", str(opts.num_machines)]
-    if opts.num_machines > 1:
-        if not opts.main_process_ip:
-            raise UsageError("--num-machines > 1 needs --main-process-ip (the address of machine rank 0)")
-        argv += ["--machine_rank", str(opts.machine_rank), "--main_process_ip", opts.main_process_ip]
+        machines = opts.num_machines
+        argv += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no",
+                 "--num_processes", str(processes * machines), "--num_machines", str(machines)]
+        has_ip = bool(opts.main_process_ip)
+    if machines > 1 and not has_ip:
+        raise UsageError("--num-machines > 1 needs --main-process-ip (the address of machine rank 0)")
+    if not 0 <= opts.machine_rank < max(machines, 1):
+        raise UsageError(f"--machine-rank must be between 0 and {machines - 1} (--num-machines {machines})")
+    if machines > 1:
+        argv += ["--machine_rank", str(opts.machine_rank)]
+    if opts.main_process_ip:
+        argv += ["--main_process_ip", opts.main_process_ip]
     if opts.main_process_port:
         argv += ["--main_process_port", str(opts.main_process_port)]
     return argv + ["-m", "stackllama_cli", *args]
@@ -131,69 +173,119 @@ def relaunch_if_needed(opts: LaunchOptions, args: Sequence[str] | None = None) -
         return
     from stackllama_cli.console import info
 
+    config = read_accelerate_config(opts.accelerate_config) if opts.accelerate_config else None
     args = list(sys.argv[1:] if args is None else args)
-    argv = build_launch_argv(opts, processes, cpu, sys.executable, args)
+    argv = build_launch_argv(opts, processes, cpu, sys.executable, args, config)
     error_dir = tempfile.mkdtemp(prefix="stackllama-errors-")
-    info(f"Launching {processes} {'CPU' if cpu else 'GPU'} process(es)"
-         f"{f' on each of {opts.num_machines} machines' if opts.num_machines > 1 else ''} with accelerate")
+    where = f" on each of {opts.num_machines} machines" if opts.num_machines > 1 else ""
+    setup = f" ({opts.accelerate_config})" if opts.accelerate_config else ""
+    info(f"Launching {processes} {'CPU' if cpu else 'GPU'} process(es){where} with accelerate{setup}")
     try:
-        code = _run_child(argv, child_env(env, cpu, error_dir, sys.stderr.isatty()))
-        if code != 0:
-            _report_rank_errors(Path(error_dir))
+        code, noise, interrupted = _run_child(argv, child_env(env, cpu, error_dir, sys.stderr.isatty()))
+        if code != 0 and not interrupted:
+            _report_failure(Path(error_dir), noise, code)
     finally:
         shutil.rmtree(error_dir, ignore_errors=True)
-    raise SystemExit(code)
+    raise SystemExit(130 if interrupted and code != 0 else code)
 
 
 _ELASTIC_LOG = re.compile(rb"^[WEI]\d{4} .*torch/distributed/")
+_ROOT_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
+_ROOT_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+).*?(?:\((SIG\w+)\))?\s*$")
 
 
 class LauncherNoise:
     """Drops torch-elastic's log lines and the launcher's traceback (a failing rank has printed its own
-    one-line error already); everything else, the ranks' output, passes through untouched."""
+    one-line error already); everything else, the ranks' output, passes through untouched. What it drops
+    is kept, so that a launcher failure no rank explained can still be summed up in one line."""
 
     def __init__(self, debug: bool = False):
         self.debug = debug
         self.dropping = False
+        self.dropped: list[str] = []
 
     def keep(self, line: bytes) -> bool:
         if self.debug:
             return True
         if line.startswith(b"Traceback (most recent call last)"):
             self.dropping = True  # from the launcher itself: our ranks print tracebacks only with --debug
-        return not (self.dropping or _ELASTIC_LOG.match(line))
+        if self.dropping or _ELASTIC_LOG.match(line):
+            self.dropped.append(line.decode("utf-8", "replace").rstrip())
+            return False
+        return True
+
+    def summary(self) -> str | None:
+        """One line for the launcher's failure: the rank that died first and how, else its last error line."""
+        lines = self.dropped
+        if "Root Cause (first observed failure):" in lines:
+            rank = code = sig = None
+            for line in lines[lines.index("Root Cause (first observed failure):"):]:
+                if rank is None and (m := _ROOT_RANK.match(line)):
+                    rank = m.group(1)
+                elif code is None and (m := _ROOT_EXIT.match(line)):
+                    code, sig = int(m.group(1)), m.group(2)
+            if rank is not None and code is not None:
+                if code < 0:
+                    hint = " (the system killed it: often out of memory)" if sig == "SIGKILL" else ""
+                    return f"rank {rank} died from {sig or f'signal {-code}'}{hint}"
+                return f"rank {rank} exited with code {code}"
+        for line in reversed(lines):
+            if line.strip() and not line.startswith((" ", "\t", "=", "-")) and not _ELASTIC_LOG.match(line.encode()):
+                return line.strip()
+        return None
 
 
-def _run_child(argv: list[str], env: dict[str, str]) -> int:
+def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the launcher gets SIGTERM if we die (even from SIGKILL), so no orphaned ranks keep training."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _run_child(argv: list[str], env: dict[str, str]) -> tuple[int, LauncherNoise, bool]:
+    """Run the launcher in its own process group; relay its stderr; forward signals to the whole group.
+
+    Returns (exit code, what was filtered, interrupted?). The first Ctrl-C asks every rank to stop
+    (SIGINT to the group); a second one kills them.
+    """
     from stackllama_cli.errors import debug_enabled
 
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True, preexec_fn=_pdeathsig if sys.platform == "linux" else None)
     noise = LauncherNoise(debug_enabled())
-    forwarded = {}
+    state = {"interrupts": 0}
 
-    def forward(signum, frame):  # SIGTERM from a scheduler reaches the ranks too
-        if proc.poll() is None:
-            proc.send_signal(signum)
+    def to_group(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # already gone
+            pass
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        forwarded[sig] = signal.signal(sig, forward)
+    def on_interrupt(signum, frame):
+        state["interrupts"] += 1
+        if state["interrupts"] == 1:
+            sys.stderr.write("\nstopping every rank (Ctrl-C again to kill them)\n")
+            to_group(signal.SIGINT)
+        else:
+            to_group(signal.SIGKILL)
+
+    def on_terminate(signum, frame):  # SIGTERM/SIGHUP from a scheduler or a closed terminal
+        state["interrupts"] += 1
+        to_group(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGINT, on_interrupt), (signal.SIGTERM, on_terminate), (signal.SIGHUP, on_terminate))}
     try:
-        while True:  # relay the ranks' stderr; Ctrl-C reaches them directly (same process group)
-            try:
-                for line in iter(proc.stderr.readline, b""):
-                    if noise.keep(line):
-                        sys.stderr.buffer.write(line)
-                        sys.stderr.buffer.flush()
-                break
-            except KeyboardInterrupt:
-                continue
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:  # Ctrl-C already reached the ranks (same process group): wait for them
-                continue
+        for line in iter(proc.stderr.readline, b""):  # relay the ranks' stderr (stdout is inherited as is)
+            if noise.keep(line):
+                sys.stderr.buffer.write(line)
+                sys.stderr.buffer.flush()
+        return proc.wait(), noise, state["interrupts"] > 0
     finally:
-        for sig, handler in forwarded.items():
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
@@ -206,15 +298,21 @@ def record_rank_error(message: str) -> None:
             fh.write(message)
 
 
-def _report_rank_errors(directory: Path) -> None:
+def _report_failure(directory: Path, noise: LauncherNoise, code: int) -> None:
+    """Show each distinct rank error once (rank 0's is on screen already); if no rank explained the
+    failure (killed, or the launcher itself failed), one line from the launcher's own report."""
     from rich.text import Text
 
     from stackllama_cli.console import console
 
     messages: dict[str, list[str]] = {}
-    for path in sorted(directory.glob("rank-*.txt")):
+    for path in sorted(directory.glob("rank-*.txt"), key=lambda p: int(p.stem.split("-")[1])):
         messages.setdefault(path.read_text(encoding="utf-8"), []).append(path.stem.split("-")[1])
     for message, ranks in messages.items():
         if "0" in ranks:  # rank 0 has printed it already
             continue
         console.print(Text.assemble((f"error (rank {', '.join(ranks)}): ", "bold red"), message), soft_wrap=True)
+    if not messages and not noise.debug:
+        reason = noise.summary() or f"accelerate launch exited with code {code}"
+        console.print(Text.assemble(("error: ", "bold red"), reason, " (rerun with --debug for the launcher's log)"),
+                      soft_wrap=True)

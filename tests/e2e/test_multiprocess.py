@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli_subprocess
-
+from tests.conftest import REPO, run_cli_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +21,9 @@ def test_sft_two_processes(tiny_model_dir, sample_data_dir, tmp_path):
     args = ["sft", "--model", tiny_model_dir, "--data", sample_data_dir, "--max-steps", "3", "--seq-length", "128",
             "--batch-size", "2", "--logging-steps", "1"]
     one = run_cli_subprocess(*args, "--output", single)
-    two = run_cli_subprocess(*args, "--output", double, "--cpu-processes", "2")
+    double.mkdir()
+    (double / "stale.txt").write_text("from an earlier run")  # --overwrite: rank 0 clears it, rank 1 waits
+    two = run_cli_subprocess(*args, "--output", double, "--cpu-processes", "2", "--overwrite")
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stderr
     assert "Launching 2 CPU process(es)" in two.stderr
@@ -57,3 +58,39 @@ def test_ppo_two_processes_and_shared_kl_control(sft_adapter, sample_data_dir, t
                              "--cpu-processes", "2")
     assert bad.returncode == 1
     assert bad.stderr.count("not a reward model") == 1 and "Traceback" not in bad.stderr
+
+
+def test_existing_output_fails_on_every_rank_with_one_message(tiny_model_dir, sample_data_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("x")
+    proc = run_cli_subprocess("sft", "--model", tiny_model_dir, "--data", sample_data_dir, "--output",
+                              tmp_path / "run", "--cpu-processes", "2")
+    assert proc.returncode == 1
+    assert proc.stderr.count("already holds a run") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_killed_rank_is_named_in_one_line(tmp_path):
+    """The real `accelerate launch` with a target whose rank 1 is SIGKILLed (as by the OOM killer)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    target = tmp_path / "target.py"
+    target.write_text(textwrap.dedent("""
+        import os, signal, time
+        if os.environ["RANK"] == "1":
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)
+    """))
+    parent = textwrap.dedent("""
+        import sys
+        from stackllama_cli import launch
+        real = launch.build_launch_argv  # the real argv, with our module swapped for the target script
+        launch.build_launch_argv = lambda *a, **k: real(*a, **k)[:-3] + [sys.argv[1]]
+        launch.relaunch_if_needed(launch.LaunchOptions(cpu_processes=2), args=["sft"])
+    """)
+    proc = subprocess.run([sys.executable, "-c", parent, str(target)], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "error: rank 1 died from SIGKILL (the system killed it: often out of memory)" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr

@@ -67,11 +67,72 @@ def test_multi_node_argv():
         build_launch_argv(LaunchOptions(num_machines=2), 8, False, PY, ["sft"])
 
 
-def test_config_file_argv():
-    argv = build_launch_argv(LaunchOptions(accelerate_config="zero3.yaml"), 1, False, PY, ["sft", "-o", "x"])
-    assert argv == HEAD + ["--config_file", "zero3.yaml", "-m", "stackllama_cli", "sft", "-o", "x"]
-    argv = build_launch_argv(LaunchOptions(accelerate_config="zero3.yaml", gpus="4"), 4, False, PY, ["sft"])
-    assert argv == HEAD + ["--config_file", "zero3.yaml", "--num_processes", "4", "-m", "stackllama_cli", "sft"]
+def test_config_file_argv_fills_in_processes_the_config_leaves_out():
+    # shipped configs leave num_processes out: auto-detection fills it in
+    argv = build_launch_argv(LaunchOptions(accelerate_config="zero3.yaml"), 4, False, PY, ["sft", "-o", "x"],
+                             {"distributed_type": "DEEPSPEED"})
+    assert argv == HEAD + ["--config_file", "zero3.yaml", "--num_processes", "4", "-m", "stackllama_cli", "sft",
+                           "-o", "x"]
+
+
+def test_config_file_argv_precedence():
+    cfg = {"num_processes": 6, "num_machines": 1}
+    # --gpus auto: the user's config decides
+    argv = build_launch_argv(LaunchOptions(accelerate_config="c.yaml"), 8, False, PY, ["sft"], cfg)
+    assert argv == HEAD + ["--config_file", "c.yaml", "-m", "stackllama_cli", "sft"]
+    # an explicit --gpus beats the config
+    argv = build_launch_argv(LaunchOptions(accelerate_config="c.yaml", gpus="2"), 2, False, PY, ["sft"], cfg)
+    assert argv == HEAD + ["--config_file", "c.yaml", "--num_processes", "2", "-m", "stackllama_cli", "sft"]
+
+
+def test_config_file_multi_node_counts_the_configs_machines():
+    cfg = {"num_machines": 2, "main_process_ip": "10.0.0.1"}
+    argv = build_launch_argv(LaunchOptions(accelerate_config="c.yaml", machine_rank=1), 8, False, PY, ["ppo"], cfg)
+    assert argv == HEAD + ["--config_file", "c.yaml", "--num_processes", "16", "--machine_rank", "1",
+                           "-m", "stackllama_cli", "ppo"]
+    argv = build_launch_argv(LaunchOptions(accelerate_config="c.yaml", num_machines=4, main_process_ip="h"), 8,
+                             False, PY, ["ppo"], cfg)
+    assert argv == HEAD + ["--config_file", "c.yaml", "--num_processes", "32", "--num_machines", "4",
+                           "--machine_rank", "0", "--main_process_ip", "h", "-m", "stackllama_cli", "ppo"]
+    with pytest.raises(StackLlamaError, match="--main-process-ip"):
+        build_launch_argv(LaunchOptions(accelerate_config="c.yaml"), 8, False, PY, ["sft"], {"num_machines": 2})
+
+
+def test_machine_rank_must_fit():
+    with pytest.raises(StackLlamaError, match="between 0 and 1"):
+        build_launch_argv(LaunchOptions(num_machines=2, machine_rank=2, main_process_ip="h"), 8, False, PY, ["sft"])
+
+
+def test_read_accelerate_config(tmp_path):
+    from stackllama_cli.launch import read_accelerate_config
+
+    (tmp_path / "c.yaml").write_text("distributed_type: DEEPSPEED\nnum_machines: 2\n")
+    assert read_accelerate_config(tmp_path / "c.yaml") == {"distributed_type": "DEEPSPEED", "num_machines": 2}
+    (tmp_path / "c.json").write_text('{"num_processes": 4}')
+    assert read_accelerate_config(tmp_path / "c.json") == {"num_processes": 4}
+    with pytest.raises(StackLlamaError, match="not found"):
+        read_accelerate_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [unclosed\n")
+    with pytest.raises(StackLlamaError, match="cannot read"):
+        read_accelerate_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(StackLlamaError, match="not a mapping"):
+        read_accelerate_config(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("name", ["multi-gpu.yaml", "deepspeed-zero2.yaml", "deepspeed-zero3-offload.yaml"])
+def test_shipped_configs_are_valid_accelerate_configs(name):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    import stackllama_cli
+    from stackllama_cli.launch import read_accelerate_config
+
+    path = Path(stackllama_cli.__file__).parent / "configs" / name
+    assert "num_processes" not in read_accelerate_config(path)  # left to --gpus (auto: all visible)
+    cfg = load_config_from_file(str(path))  # accelerate's own parser accepts it
+    assert cfg.num_machines == 1 and cfg.distributed_type in ("MULTI_GPU", "DEEPSPEED")
 
 
 def test_cpu_child_env():
@@ -102,3 +163,43 @@ def test_batch_description_counts_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "8")
     assert batch_description(TrainCommon(batch_size=4, grad_accum=2)) == \
         "effective batch 64 = 4 per device x 8 processes x 2 accumulation"
+
+
+ROOT_CAUSE = """Traceback (most recent call last):
+  File "launch.py", line 383, in launch_agent
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError: 
+=======================================================
+/tmp/crash.py FAILED
+-------------------------------------------------------
+Failures:
+[1]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 15812)  (SIGTERM)
+-------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-24_23:33:20
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 15813)  (SIGKILL)
+  error_file: <N/A>
+=======================================================
+"""
+
+
+def test_launcher_failure_summary_names_the_root_cause():
+    from stackllama_cli.launch import LauncherNoise
+
+    noise = LauncherNoise()
+    assert not any(noise.keep(line.encode() + b"\n") for line in ROOT_CAUSE.splitlines())
+    assert noise.summary() == "rank 1 died from SIGKILL (the system killed it: often out of memory)"
+    noise = LauncherNoise()
+    for line in ROOT_CAUSE.replace("-9 (pid: 15813)  (SIGKILL)", "2 (pid: 15813)").splitlines():
+        noise.keep(line.encode())
+    assert noise.summary() == "rank 1 exited with code 2"
+    noise = LauncherNoise()  # the launcher itself failed (e.g. a port in use): its last error line
+    for line in ["Traceback (most recent call last):", '  File "x.py", line 1',
+                 "torch.distributed.DistNetworkError: The server socket has failed to listen on port 29500"]:
+        noise.keep(line.encode())
+    assert noise.summary().startswith("torch.distributed.DistNetworkError: The server socket")
+    assert LauncherNoise().summary() is None
