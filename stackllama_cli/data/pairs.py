@@ -14,13 +14,21 @@ def answer_score(net_score: int, accepted: bool) -> int:
     """StackLLaMA's answer score (Askell et al. 2021).
 
     `round(log2(1 + score))`, plus 1 when the questioner accepted the answer; an answer
-    whose (net) score is negative scores -1. For integer scores log2(1 + s) is never
-    exactly k + 0.5 (that would need 1 + s = 2**k * sqrt(2)), so the rounding mode of
-    `round` never matters here.
+    whose (net) score is negative scores -1 (accepted or not).
+
+    Rounding: halves round up (`round_half_up`), not to even as Python's `round` does.
+    For integer scores the choice never shows: log2(1 + s) = k + 0.5 would need
+    1 + s = 2**k * sqrt(2), which is irrational, and the nearest float values stay far
+    from .5 (tested for every score up to 10**6).
     """
     if net_score < 0:
         return -1
-    return round(math.log2(1 + net_score)) + (1 if accepted else 0)
+    return round_half_up(math.log2(1 + net_score)) + (1 if accepted else 0)
+
+
+def round_half_up(x: float) -> int:
+    """2.5 -> 3, 3.5 -> 4, 2.4999 -> 2 (Python's round gives 2 for 2.5)."""
+    return math.floor(x + 0.5)
 
 
 @dataclass(frozen=True)

@@ -2,28 +2,31 @@
 
 Two streaming passes per site keep memory bounded by what pairing needs:
 1. scan ids, scores, parents and accepted answers (no bodies), build pairs;
-2. convert to Markdown only the bodies of posts that ended up in a pair.
+2. convert to Markdown only the bodies of posts that ended up in a pair, and write a
+   question's rows as soon as its last body is converted.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
-import json
 import os
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 from stackllama_cli.config import require, save_config
 from stackllama_cli.console import console, info, progress
-from stackllama_cli.data.datasets import SPLITS, data_filename
+from stackllama_cli.data.datasets import SPLITS
 from stackllama_cli.data.markdown import html_to_markdown
 from stackllama_cli.data.pairs import Pair, ScoredAnswer, answer_score, assign_split, select_pairs
 from stackllama_cli.data.stackexchange import ANSWER, QUESTION, DumpSource, iter_rows, open_sources, to_int
 from stackllama_cli.errors import StackLlamaError
-from stackllama_cli.files import atomic_dir, write_json
+from stackllama_cli.data.writers import SplitWriters
+from stackllama_cli.files import atomic_dir, check_output_dir, write_json
 
 DEFAULT_SPLITS = "finetune=0.35,reward=0.35,rl=0.15,evaluation=0.15"
 SAMPLE_DUMP = Path(__file__).resolve().parent.parent / "demo_data" / "sample.stackexchange.com-Posts.xml"
@@ -70,6 +73,17 @@ class QuestionInfo:
     accepted: int | None
     date: str
     answers: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (answer id, net score)
+
+
+@dataclasses.dataclass
+class SitePlan:
+    """What pass 1 decided for one site: the pairs, and which converted bodies each question waits for."""
+
+    source: DumpSource
+    dates: dict[int, str]  # qid -> creation date, for questions with pairs
+    pairs: dict[int, list[Pair]]  # qid -> its selected pairs
+    owner: dict[int, int]  # post id (question or answer) -> the qid whose rows need its body
+    waiting: dict[int, int]  # qid -> bodies still to convert before its rows can be written
 
 
 def scan(source: DumpSource, stats: Counter, on_read) -> dict[int, QuestionInfo]:
@@ -120,47 +134,73 @@ def build_pairs(questions: dict[int, QuestionInfo], cfg: PrepareConfig, site: st
     return pairs_by_q
 
 
-def worker_count(requested: int) -> int:
-    return requested or min(8, os.cpu_count() or 1)
+def plan_site(source: DumpSource, cfg: PrepareConfig, stats: Counter, bar) -> SitePlan:
+    """Pass 1 for one site: scan, score, pair; only ids, scores and dates are kept."""
+    task = bar.add_task(f"scan {source.site}", total=_mib(source.xml.stat().st_size), extra="MiB")
+    questions = scan(source, stats, lambda n: bar.advance(task, _mib(n)))
+    pairs = build_pairs(questions, cfg, source.site, stats)
+    owner: dict[int, int] = {}
+    for qid, question_pairs in pairs.items():
+        owner[qid] = qid
+        for pair in question_pairs:
+            owner[pair.chosen.answer_id] = owner[pair.rejected.answer_id] = qid
+    waiting = Counter(owner.values())
+    return SitePlan(source, {qid: questions[qid].date for qid in pairs}, pairs, owner, dict(waiting))
 
 
-def convert_needed(source: DumpSource, needed: set[int], stats: Counter, on_read,
-                   workers: int = 1) -> dict[int, tuple[str, str]]:
-    """Pass 2: Markdown bodies (and titles) of the posts used in pairs only.
+def _mib(n: int) -> float:
+    return n / 2**20
 
-    Conversion (markdownify) dominates the run time; with several workers, bodies are
-    converted in parallel in batches while the XML streams on.
+
+def worker_count(requested: int, bodies: int) -> int:
+    """Processes for the conversion: as asked, else one per core (at most 8) for jobs big enough
+    to repay starting a pool (~2000 bodies is about half a second of conversion)."""
+    if requested:
+        return requested
+    return 1 if bodies < 2000 else min(8, os.cpu_count() or 1)
+
+
+def converted_posts(source: DumpSource, needed: dict[int, int], stats: Counter, on_read,
+                    workers: int = 1) -> Iterator[tuple[int, str, str]]:
+    """Pass 2: (post id, title, Markdown body) of the posts in `needed`, in file order.
+
+    Conversion (markdownify) dominates the run time; with several workers, batches of bodies
+    are converted in parallel while the XML streams on. Results are taken in submission
+    order, so the output does not depend on the number of workers, and at most a few
+    batches per worker are in flight, so memory does not grow with the dump.
     """
-    texts: dict[int, tuple[str, str]] = {}
     batch: list[tuple[int, str, str]] = []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    pending = []
+    in_flight: collections.deque = collections.deque()
 
-    def flush() -> None:
-        ids, titles, bodies = zip(*batch)
-        if pool is None:
-            converted = [html_to_markdown(b) for b in bodies]
-            texts.update(zip(ids, zip(titles, converted)))
-        else:
-            pending.append((ids, titles, pool.submit(_convert_many, bodies)))
-        batch.clear()
+    def results(limit: int) -> Iterator[tuple[int, str, str]]:
+        while len(in_flight) > limit:
+            ids, titles, future = in_flight.popleft()
+            yield from zip(ids, titles, future.result())
 
     try:
         for row in iter_rows(source.xml, on_read):
             post_id = to_int(row.get("Id"))
-            if post_id in needed:
-                batch.append((post_id, row.get("Title", ""), row.get("Body") or ""))
-                stats["bodies_converted"] += 1
-                if len(batch) == 256:
-                    flush()
+            if post_id not in needed:
+                continue
+            stats["bodies_converted"] += 1
+            title, body = row.get("Title", ""), row.get("Body") or ""
+            if pool is None:
+                yield post_id, title, html_to_markdown(body)
+                continue
+            batch.append((post_id, title, body))
+            if len(batch) == 128:
+                ids, titles, bodies = zip(*batch)
+                in_flight.append((ids, titles, pool.submit(_convert_many, bodies)))
+                batch.clear()
+                yield from results(4 * workers)
         if batch:
-            flush()
-        for ids, titles, future in pending:
-            texts.update(zip(ids, zip(titles, future.result())))
+            ids, titles, bodies = zip(*batch)
+            in_flight.append((ids, titles, pool.submit(_convert_many, bodies)))
+        yield from results(0)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return texts
 
 
 def _convert_many(bodies: tuple[str, ...]) -> list[str]:
@@ -172,41 +212,54 @@ def question_text(title: str, body: str) -> str:
     return f"{title}\n\n{body}" if title and body else (title or body)
 
 
-def site_rows(source: DumpSource, cfg: PrepareConfig, fractions: dict[str, float], stats: Counter,
-              bar) -> dict[str, list[dict]]:
-    size = source.xml.stat().st_size
-    task = bar.add_task(f"scan {source.site}", total=size, extra="")
-    questions = scan(source, stats, lambda n: bar.advance(task, n))
-    pairs_by_q = build_pairs(questions, cfg, source.site, stats)
-    needed = set(pairs_by_q) | {a.answer_id for ps in pairs_by_q.values() for p in ps for a in (p.chosen, p.rejected)}
-    task = bar.add_task(f"convert {source.site}", total=size, extra=f"{len(needed)} bodies")
-    texts = convert_needed(source, needed, stats, lambda n: bar.advance(task, n), worker_count(cfg.workers))
+def write_site(plan: SitePlan, cfg: PrepareConfig, fractions: dict[str, float], stats: Counter, bar,
+               writers: SplitWriters) -> None:
+    """Pass 2 for one site: convert the bodies pairs need; a question's rows go out once its last body is in.
 
-    rows: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    for qid in sorted(pairs_by_q):
-        title, body = texts[qid]
-        question = question_text(title, body)
-        split = assign_split(f"{source.site}:{qid}", fractions, cfg.seed)
-        kept = 0
-        for pair in pairs_by_q[qid]:
-            j, k = pair.chosen, pair.rejected
-            response_j, response_k = texts[j.answer_id][1], texts[k.answer_id][1]
-            if not (question and response_j and response_k):
-                stats["dropped.pairs_empty_after_conversion"] += 1
-                continue
-            kept += 1
-            rows[split].append({
-                "qid": qid, "question": question, "date": questions[qid].date,
-                "metadata": [f"https://{source.site}/questions/{qid}", f"https://{source.site}/a/{j.answer_id}",
-                             f"https://{source.site}/a/{k.answer_id}"],
-                "response_j": response_j, "response_k": response_k,
-                "answer_id_j": j.answer_id, "answer_id_k": k.answer_id, "score_j": j.score, "score_k": k.score,
-                "site": source.site,
-            })
-        if kept:
-            stats[f"split.{split}.questions"] += 1
-            stats[f"split.{split}.pairs"] += kept
-    return rows
+    Rows come out in the order questions complete (file order), so only the texts of
+    questions still waiting for a body are held in memory.
+    """
+    source, site = plan.source, plan.source.site
+    task = bar.add_task(f"convert {site}", total=_mib(source.xml.stat().st_size),
+                        extra=f"MiB, {len(plan.owner)} bodies")
+    texts: dict[int, tuple[str, str]] = {}
+    workers = worker_count(cfg.workers, len(plan.owner))
+    for post_id, title, markdown in converted_posts(source, plan.owner, stats,
+                                                    lambda n: bar.advance(task, _mib(n)), workers):
+        texts[post_id] = (title, markdown)
+        qid = plan.owner[post_id]
+        plan.waiting[qid] -= 1
+        if plan.waiting[qid] == 0:
+            write_question(qid, plan, texts, fractions, cfg.seed, stats, writers)
+
+
+def write_question(qid: int, plan: SitePlan, texts: dict[int, tuple[str, str]], fractions: dict[str, float],
+                   seed: int, stats: Counter, writers: SplitWriters) -> None:
+    site = plan.source.site
+    question = question_text(*texts.pop(qid))
+    split = assign_split(f"{site}:{qid}", fractions, seed)
+    kept = 0
+    for pair in plan.pairs[qid]:
+        j, k = pair.chosen, pair.rejected
+        response_j, response_k = texts[j.answer_id][1], texts[k.answer_id][1]
+        if not (question and response_j and response_k):
+            stats["dropped.pairs_empty_after_conversion"] += 1
+            continue
+        kept += 1
+        writers.write(split, {
+            "qid": qid, "question": question, "date": plan.dates[qid],
+            "metadata": [f"https://{site}/questions/{qid}", f"https://{site}/a/{j.answer_id}",
+                         f"https://{site}/a/{k.answer_id}"],
+            "response_j": response_j, "response_k": response_k,
+            "answer_id_j": j.answer_id, "answer_id_k": k.answer_id, "score_j": j.score, "score_k": k.score,
+            "site": site,
+        })
+    for pair in plan.pairs[qid]:  # every answer belongs to this one question: free its text
+        texts.pop(pair.chosen.answer_id, None)
+        texts.pop(pair.rejected.answer_id, None)
+    if kept:
+        stats[f"split.{split}.questions"] += 1
+        stats[f"split.{split}.pairs"] += kept
 
 
 def collect_stats(stats: Counter, cfg: PrepareConfig, sources: list[DumpSource], seconds: float) -> dict:
@@ -223,57 +276,57 @@ def collect_stats(stats: Counter, cfg: PrepareConfig, sources: list[DumpSource],
     return out
 
 
-def write_split(path: Path, rows: list[dict], fmt: str) -> None:
-    if fmt == "jsonl":
-        with open(path, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([("qid", pa.int64()), ("question", pa.string()), ("date", pa.string()),
-                        ("metadata", pa.list_(pa.string())), ("response_j", pa.string()),
-                        ("response_k", pa.string()), ("answer_id_j", pa.int64()), ("answer_id_k", pa.int64()),
-                        ("score_j", pa.int64()), ("score_k", pa.int64()), ("site", pa.string())])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
-
-
 def run(cfg: PrepareConfig) -> dict:
-    """Run the stage; returns the stats (also written to OUTPUT/stats.json)."""
+    """Run the stage; returns the stats (also written to OUTPUT/stats.json).
+
+    Pass 1 runs over every input before anything is written, so broken XML in any input,
+    or a dump without pairs, fails before output starts (stdout stays empty, no directory).
+    """
     fractions = parse_split_fractions(cfg.splits)
     inputs = [Path(p) for p in cfg.inputs] or [SAMPLE_DUMP]
     to_stdout = cfg.output == "-"
+    if not to_stdout:
+        check_output_dir(cfg.output, cfg.overwrite)  # fail before the long work, not after
     start = time.time()
     stats: Counter = Counter()
-    rows: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    with open_sources(inputs) as sources:
+    with open_sources(inputs) as sources, progress(transient=True) as bar:
         sites = [s.site for s in sources]
         if len(set(sites)) != len(sites):
             raise StackLlamaError(f"two inputs are the same site ({', '.join(sites)}): question ids would collide")
-        with progress(transient=True) as bar:
-            for source in sources:
-                for split, site_split_rows in site_rows(source, cfg, fractions, stats, bar).items():
-                    rows[split].extend(site_split_rows)
-        summary = collect_stats(stats, cfg, sources, time.time() - start)
-    if summary["pairs"] == 0:
-        raise StackLlamaError(f"no preference pairs in {', '.join(map(str, inputs))}: no question has two answers "
-                              "with different scores")
-    if to_stdout:
-        out = sys.stdout
-        for split in SPLITS:
-            for row in rows[split]:
-                out.write(json.dumps({"split": split, **row}, ensure_ascii=False) + "\n")
-        out.flush()
-    else:
-        check_empty_splits(summary, fractions)
-        with atomic_dir(cfg.output, overwrite=cfg.overwrite) as tmp:
-            (tmp / "data").mkdir()
-            for split in SPLITS:
-                write_split(tmp / "data" / data_filename(split, cfg.format), rows[split], cfg.format)
-            write_json(tmp / "stats.json", summary)
-            save_config(cfg, tmp)
+        plans = [plan_site(source, cfg, stats, bar) for source in sources]
+        if not any(plan.pairs for plan in plans):
+            raise_no_pairs(inputs)
+        with output_writers(cfg) as (writers, folder):
+            for plan in plans:
+                write_site(plan, cfg, fractions, stats, bar, writers)
+            writers.close()
+            summary = collect_stats(stats, cfg, sources, time.time() - start)
+            if summary["pairs"] == 0:
+                raise_no_pairs(inputs)
+            if folder is not None:
+                check_empty_splits(summary, fractions)
+                write_json(folder / "stats.json", summary)
+                save_config(cfg, folder)
     return summary
+
+
+def raise_no_pairs(inputs: list[Path]) -> None:
+    raise StackLlamaError(f"no preference pairs in {', '.join(map(str, inputs))}: no question has two answers "
+                          "with different scores")
+
+
+@contextlib.contextmanager
+def output_writers(cfg: PrepareConfig) -> Iterator[tuple[SplitWriters, Path | None]]:
+    """Writers into a temp dir renamed into place on success (or JSONL on stdout for '-')."""
+    if cfg.output == "-":
+        yield SplitWriters(None), None
+        return
+    with atomic_dir(cfg.output, overwrite=cfg.overwrite) as tmp:
+        writers = SplitWriters(tmp / "data", cfg.format)
+        try:
+            yield writers, tmp
+        finally:
+            writers.close()
 
 
 def check_empty_splits(summary: dict, fractions: dict[str, float]) -> None:

@@ -34,6 +34,8 @@ def site_name(path: Path) -> str:
     name = path.name
     if path.is_dir():
         return name
+    if name.lower() == POSTS.lower():  # site/Posts.xml: the folder names the site
+        return path.resolve().parent.name or "stackexchange"
     for suffix in (".7z", "-Posts.xml", "_Posts.xml", ".xml"):
         if name.endswith(suffix) and name != suffix.lstrip("-_"):
             return name[: -len(suffix)]
@@ -105,33 +107,41 @@ class _CountingReader:
         return data
 
 
-def iter_rows(xml: Path, on_read: Callable[[int], None] | None = None) -> Iterator[dict[str, str]]:
-    """Yield each `<row>`'s attributes as a dict, streaming; clear errors for non-dumps and broken XML."""
+def iter_rows(xml: Path, on_read: Callable[[int], None] | None = None) -> Iterator:
+    """Yield each `<row>` element (read attributes with `.get`), streaming.
+
+    A row is valid only until the next one is requested: it is cleared and unlinked from
+    the root then, which keeps memory constant whatever the dump's size. Raises clear
+    errors for files that are not a Posts.xml and for broken or truncated XML.
+    """
     from lxml import etree
 
     with open(xml, "rb") as fh:
-        reader = _CountingReader(fh, on_read)
-        parser = etree.iterparse(reader, events=("start", "end"), huge_tree=True, resolve_entities=False,
-                                 no_network=True)
+        # only <row> end events: no Python call for the other elements and attributes
+        parser = etree.iterparse(_CountingReader(fh, on_read), events=("end",), tag="row", huge_tree=True,
+                                 resolve_entities=False, no_network=True)
         root = None
         try:
-            for event, elem in parser:
+            for _, row in parser:
                 if root is None:
-                    root = elem
-                    if elem.tag != "posts":
-                        raise StackLlamaError(f"{xml} is not a StackExchange Posts.xml "
-                                              f"(root element <{elem.tag}>, expected <posts>)")
-                    continue
-                if event == "end" and elem.tag == "row":
-                    yield dict(elem.attrib)
-                    elem.clear()
-                    root.clear()  # drop references to finished rows: constant memory
+                    root = row.getparent()
+                    if root is None or root.tag != "posts":
+                        raise StackLlamaError(f"{xml} is not a StackExchange Posts.xml (root element "
+                                              f"<{'row' if root is None else root.tag}>, expected <posts>)")
+                yield row
+                row.clear()
+                while row.getprevious() is not None:  # drop finished rows (not ones parsed ahead)
+                    del root[0]
+            root = parser.root
         except etree.XMLSyntaxError as exc:
             msg = re.sub(r"\s+", " ", str(exc))
             raise StackLlamaError(f"{xml} is not well-formed XML ({msg}); the file may be truncated or corrupt"
                                   ) from None
         if root is None:
             raise StackLlamaError(f"{xml} is empty")
+        if root.tag != "posts":
+            raise StackLlamaError(f"{xml} is not a StackExchange Posts.xml (root element <{root.tag}>, "
+                                  "expected <posts>)")
 
 
 def to_int(value: str | None, default: int | None = None) -> int | None:

@@ -1,6 +1,13 @@
-"""HTML -> Markdown: code blocks stay code blocks, lists and links survive, entities decode."""
+"""HTML -> Markdown: code blocks stay code blocks, lists and links survive, entities decode, and the
+fast path gives exactly the Markdown of plain markdownify."""
 
-from stackllama_cli.data.markdown import html_to_markdown
+import random
+import warnings
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from stackllama_cli.data.markdown import fast_path_ok, html_to_markdown, reference_markdown
 
 
 def test_code_block_is_fenced_and_verbatim():
@@ -14,10 +21,102 @@ def test_inline_code_lists_links_and_emphasis():
     assert md == "Use `ls -la` or [this](https://x.org).\n\n- one\n- **two**"
 
 
+def test_blockquote_headings_and_numbered_lists():
+    md = html_to_markdown("<h2>Setup</h2><blockquote><p>Quoted</p></blockquote><ol><li>a</li><li>b</li></ol>")
+    assert md == "## Setup\n\n> Quoted\n\n1. a\n2. b"
+
+
 def test_plain_text_and_empty_bodies():
     assert html_to_markdown("Fish &amp; chips") == "Fish & chips"
     assert html_to_markdown("") == "" and html_to_markdown(None) == "" and html_to_markdown("  ") == ""
+    # whitespace is normalised like markdownify does, also without any tag
+    assert html_to_markdown("one  two\r\n\r\nthree") == "one two\nthree"
 
 
 def test_underscores_are_not_escaped():
     assert html_to_markdown("<p>my_var_name</p>") == "my_var_name"
+
+
+def test_fast_path_covers_stackexchange_html_and_refuses_what_parsers_repair_differently():
+    assert fast_path_ok('<p>Hi <a href="https://x.org">x</a></p>\n\n<ul>\n<li>a</li>\n</ul>\n<pre><code>x</code></pre>')
+    for body in ("<p>unclosed", "<p>a<p>b</p></p>", "<p><div>x</div></p>", "<a href='a'><a href='b'>x</a></a>",
+                 "<ul>text<li>x</li></ul>", "<li><li>x</li></li>", "<h1><h2>x</h2></h1>", "<b><i>x</b></i>",
+                 "<textarea>x</textarea>", "<!-- c --><p>x</p>", "1 < 2", "AT&T", "<p>x</p>\x00", "\ufeff<p>x</p>"):
+        assert not fast_path_ok(body), body
+
+
+EDGE_CASES = [
+    "plain text", "a\n\nb", "text<p>para</p>tail", "<p>a</p>\n\n<p>b</p>", "<pre>\ncode\n</pre>",
+    "<pre><code>\nx = 1\n</code></pre>", "<p>unclosed <b>bold", "<p>a<p>b", "<ul><li>one<li>two</ul>",
+    "<li>orphan</li>", "x &lt; y &amp;&amp; z", "&nbsp;hi", "<!-- c --><p>x</p>",
+    "<table><tr><td>a</td><td>b</td></tr></table>",
+    "<table><thead><tr><th>h</th></tr></thead><tbody><tr><td>a|b</td></tr></tbody></table>",
+    "<blockquote><p>q</p></blockquote>", "<p>a<br>b<br/>c</p>", "<img src='x.png' alt='A'>", "<h1>T</h1>text",
+    "<p>a</p>   <p>b</p>", "<div>x</div>", "<span>a</span> <span>b</span>", "<p>Use <kbd>Ctrl</kbd>+<kbd>C</kbd></p>",
+    "<ol start='3'><li>x</li><li>y</li></ol>", "<pre>a\n\n\nb</pre>", "<p>x</p></div>",
+    "<html><body><p>x</p></body></html>", "<script>alert(1)</script><p>y</p>", "<p>1 < 2 and 3 > 2</p>", "a < b",
+    "<a href='http://x'>http://x</a>", "<p>x</p><hr><p>y</p>", "<code>a  b</code>", "<p>\ttab\t sp</p>",
+    "<p>a\r\nb</p>", "\ufeff<p>bom</p>", "<?xml version='1.0'?><p>x</p>", "<p>x</p>\x00",
+    "<ul><li><p>a</p><ul><li>b</li></ul></li></ul>", "<dl><dt>a</dt><dd>b</dd></dl>",
+    "<p>x<sup>2</sup> H<sub>2</sub>O <strike>s</strike> <del>d</del> <s>t</s></p>", "<title>t</title><p>x</p>",
+    "<p>é ü 中文 🍺</p>", "<P>UPPER</P>", "<p class='x y'>c</p>", "<pre><code class='lang-py'>x</code></pre>",
+    "<textarea>a <b>b</b></textarea>", "<p>a</p><style>p{}</style>", "<li><li>x</li></li>",
+    "<h1><h2>x</h2></h1>", "<h1><em>x</em></h1>", "<td><td>x</td></td>", "<dl><dt><dd>x</dd></dt></dl>",
+    "<table><tr><td><table><tr><td>x</td></tr></table></td></tr></table>", '<a href="u"><p>x</p></a>',
+    "<blockquote><blockquote><p>x</p></blockquote></blockquote>", "<em><strong>x</strong></em>",
+    "<code><code>x</code></code>", "<p><div>x</div></p>", "<p><ul><li>x</li></ul></p>", "<b><i>x</b></i>",
+    "<a href='a'><a href='b'>x</a></a>", "  <p>lead</p>", "<p>x</p>  trailing", " <b>x</b> ",
+    "<p>&copy; &eacute; &#169; &#xA9; &amp c</p>", "<blockquote>\n  <p>q\n  more</p>\n</blockquote>",
+    "<h2>A <em>b</em></h2>\n\n<p>c</p>", '<p><a href="x" title="t > u">l</a></p>',
+    "<p>a</p>\n<pre><code>  indented\n\n  more\n</code></pre>\n<p>b</p>", "<ol><li><p>x</p><pre><code>y</code></pre></li></ol>",
+    '<p><img src="a.png" alt="a" /></p>', "<hr />", "<br/>", "<p>a <code>&lt;div&gt;</code> b</p>", "<td>x</td>",
+    "<tr><td>x</td></tr>", "<li><p>x</p></li>", "<em></em>", "<p></p>", "<p> </p><p>x</p>", "<span> </span>",
+    "<pre> lead space</pre>", "one  two\r\n\r\nthree",
+]
+
+
+@pytest.mark.parametrize("body", EDGE_CASES)
+def test_same_markdown_as_plain_markdownify_on_edge_cases(body):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bs4 warns about XML-looking input
+        assert html_to_markdown(body) == reference_markdown(body)
+
+
+def random_html(rng: random.Random, depth: int = 0) -> str:
+    tags = ["p", "pre", "code", "blockquote", "ul", "ol", "li", "a", "strong", "em", "h1", "h3", "br", "hr", "img",
+            "sub", "kbd", "span", "div", "table", "tr", "td", "dl", "dt", "dd"]
+    texts = ["x", "two words", " ", "\n", "\n\n", "  ", "\t", "a_b*c", "&amp;", "&lt;tag&gt;", "é", "1. item",
+             "- dash", "# hash", "`tick`", "&nbsp;", "line\n  next"]
+    out = []
+    for _ in range(rng.randint(0, 4)):
+        if depth < 4 and rng.random() < 0.5:
+            tag = rng.choice(tags)
+            if tag in ("br", "hr"):
+                out.append(f"<{tag}>")
+            elif tag == "img":
+                out.append('<img src="s.png" alt="alt">')
+            else:
+                href = ' href="http://e.org/x"' if tag == "a" else ""
+                out.append(f"<{tag}{href}>{random_html(rng, depth + 1)}</{tag}>")
+        else:
+            out.append(rng.choice(texts))
+    return "".join(out)
+
+
+def test_same_markdown_as_plain_markdownify_on_random_html():
+    rng = random.Random(0)
+    bodies = [b for b in (random_html(rng) for _ in range(1500)) if b.strip()]
+    assert sum(map(fast_path_ok, bodies)) > len(bodies) // 3  # the fast path is really exercised
+    for body in bodies:
+        assert html_to_markdown(body) == reference_markdown(body), body
+
+
+def test_same_markdown_as_plain_markdownify_on_real_dumps(beer_posts, coffee_posts):
+    fast = total = 0
+    for path in (beer_posts, coffee_posts):
+        for row in ET.parse(path).getroot():
+            body = row.get("Body") or ""
+            total += 1
+            fast += fast_path_ok(body)
+            assert html_to_markdown(body) == reference_markdown(body), (path.name, row.get("Id"))
+    assert fast > 0.95 * total

@@ -2,7 +2,10 @@
 
 import pytest
 
-from stackllama_cli.data.pairs import ScoredAnswer, all_pairs, answer_score, assign_split, select_pairs
+import math
+
+from stackllama_cli.data.pairs import (ScoredAnswer, all_pairs, answer_score, assign_split, round_half_up,
+                                       select_pairs)
 from stackllama_cli.data.prepare import parse_split_fractions
 from stackllama_cli.errors import StackLlamaError
 
@@ -20,6 +23,15 @@ from stackllama_cli.errors import StackLlamaError
 ])
 def test_answer_score(net, accepted, expected):
     assert answer_score(net, accepted) == expected
+
+
+def test_rounding_halves_up_and_never_meets_a_half_for_integer_scores():
+    assert [round_half_up(x) for x in (0.5, 1.5, 2.5, 2.4999, -0.5)] == [1, 2, 3, 2, 0]
+    assert round(2.5) == 2  # why we do not use Python's round (banker's rounding)
+    # the documented claim: no integer score puts log2(1 + s) near k + 0.5, so the choice never shows
+    closest = min(abs(math.log2(1 + s) % 1 - 0.5) for s in range(10**6))
+    assert closest > 1e-7
+    assert all(answer_score(s, False) == round(math.log2(1 + s)) for s in range(0, 5000))
 
 
 def test_pairs_drop_ties_and_order_better_first():
