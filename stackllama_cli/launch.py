@@ -74,7 +74,8 @@ def resolve_processes(opts: LaunchOptions, visible_gpus: int) -> tuple[int, bool
     if n < 1:
         raise UsageError("--gpus must be at least 1 (use --cpu-processes for CPU runs)")
     if n > visible_gpus:
-        raise StackLlamaError(f"--gpus {n} asked for, but {visible_gpus} GPU(s) are visible")
+        hint = "--cpu-processes N runs on CPUs" if visible_gpus == 0 else f"use --gpus {visible_gpus} or fewer"
+        raise StackLlamaError(f"--gpus {n} asked for, but {visible_gpus} GPU(s) are visible; {hint}")
     return n, False
 
 
@@ -82,6 +83,22 @@ def needs_relaunch(opts: LaunchOptions, env: Mapping[str, str], processes: int) 
     if under_launcher(env):
         return False
     return processes > 1 or opts.num_machines > 1 or opts.accelerate_config is not None
+
+
+CONFIGS_DIR = Path(__file__).parent / "configs"  # shipped examples, usable by name
+
+
+def resolve_accelerate_config(value: str | Path) -> Path:
+    """A path as given, or the name of a shipped config (`deepspeed-zero3-offload`, with or without .yaml)."""
+    path = Path(value)
+    if path.exists() or path.parent != Path("."):
+        return path
+    shipped = CONFIGS_DIR / (path.name if path.suffix in (".yaml", ".yml", ".json") else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+    raise StackLlamaError(f"accelerate config {value} not found; pass a file written by 'accelerate config' "
+                          f"or a shipped one: {names}")
 
 
 def read_accelerate_config(path: str | Path) -> dict:
@@ -173,7 +190,10 @@ def relaunch_if_needed(opts: LaunchOptions, args: Sequence[str] | None = None) -
         return
     from stackllama_cli.console import info
 
-    config = read_accelerate_config(opts.accelerate_config) if opts.accelerate_config else None
+    config = None
+    if opts.accelerate_config:
+        opts = dataclasses.replace(opts, accelerate_config=str(resolve_accelerate_config(opts.accelerate_config)))
+        config = read_accelerate_config(opts.accelerate_config)
     args = list(sys.argv[1:] if args is None else args)
     argv = build_launch_argv(opts, processes, cpu, sys.executable, args, config)
     error_dir = tempfile.mkdtemp(prefix="stackllama-errors-")

@@ -107,20 +107,26 @@ LoraTargets = Annotated[str, typer.Option("--lora-target-modules",
                                           rich_help_panel=LORA_PANEL)]
 
 # Launch options (sft, train-rm, ppo): see stackllama_cli/launch.py and docs/multi-gpu.md.
-Gpus = Annotated[str, typer.Option("--gpus", help="GPUs to use: N, all, or auto (all visible). More than one "
-                                   "re-executes under 'accelerate launch'.", rich_help_panel=LAUNCH_PANEL)]
-CpuProcesses = Annotated[int, typer.Option("--cpu-processes", help="Run N CPU processes (gloo DDP) instead of GPUs.",
+Gpus = Annotated[str, typer.Option("--gpus", metavar="N|all|auto", help="GPUs (= processes) on this machine; "
+                                   "auto: all visible. More than one re-executes under 'accelerate launch'.",
+                                   rich_help_panel=LAUNCH_PANEL)]
+CpuProcesses = Annotated[int, typer.Option("--cpu-processes", metavar="N",
+                                           help="Run N CPU processes (gloo) instead of GPUs; 0: off.",
                                            rich_help_panel=LAUNCH_PANEL)]
-NumMachines = Annotated[int, typer.Option("--num-machines", help="Machines in a multi-node run.",
+NumMachines = Annotated[int, typer.Option("--num-machines", help="Machines in a multi-node run; run the same "
+                                          "command on each, with its own --machine-rank.",
                                           rich_help_panel=LAUNCH_PANEL)]
 MachineRank = Annotated[int, typer.Option("--machine-rank", help="This machine's rank (0 = main).",
                                           rich_help_panel=LAUNCH_PANEL)]
 MainProcessIp = Annotated[Optional[str], typer.Option("--main-process-ip", help="Address of machine rank 0.",
                                                       rich_help_panel=LAUNCH_PANEL)]
-MainProcessPort = Annotated[Optional[int], typer.Option("--main-process-port", rich_help_panel=LAUNCH_PANEL)]
+MainProcessPort = Annotated[Optional[int], typer.Option("--main-process-port",
+                                                        help="Port on machine rank 0 (accelerate's default: 29500).",
+                                                        rich_help_panel=LAUNCH_PANEL)]
 AccelerateConfig = Annotated[Optional[Path], typer.Option(
-    "--accelerate-config", help="An accelerate config file (e.g. DeepSpeed ZeRO-3, FSDP); see 'stackllama_cli/configs/'.",
-    rich_help_panel=LAUNCH_PANEL)]
+    "--accelerate-config", metavar="FILE|NAME",
+    help="An accelerate config file (DeepSpeed, FSDP...), or a shipped one by name: multi-gpu, "
+         "deepspeed-zero2, deepspeed-zero3-offload.", rich_help_panel=LAUNCH_PANEL)]
 
 LAUNCH_PARAMS = ("gpus", "cpu_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
                  "accelerate_config")

@@ -203,3 +203,45 @@ def test_launcher_failure_summary_names_the_root_cause():
         noise.keep(line.encode())
     assert noise.summary().startswith("torch.distributed.DistNetworkError: The server socket")
     assert LauncherNoise().summary() is None
+
+
+def test_shipped_configs_by_name(tmp_path, monkeypatch):
+    from stackllama_cli.launch import CONFIGS_DIR, resolve_accelerate_config
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_accelerate_config("deepspeed-zero3-offload") == CONFIGS_DIR / "deepspeed-zero3-offload.yaml"
+    assert resolve_accelerate_config("multi-gpu.yaml") == CONFIGS_DIR / "multi-gpu.yaml"
+    (tmp_path / "multi-gpu.yaml").write_text("distributed_type: MULTI_GPU\n")  # the user's own file wins
+    assert resolve_accelerate_config("multi-gpu.yaml") == tmp_path.joinpath("multi-gpu.yaml").relative_to(tmp_path)
+    with pytest.raises(StackLlamaError, match="shipped one: deepspeed-zero2, deepspeed-zero3-offload, multi-gpu"):
+        resolve_accelerate_config("zero9")
+    assert str(resolve_accelerate_config("sub/missing.yaml")) == "sub/missing.yaml"  # a path: read_ reports it
+
+
+def test_relaunch_if_needed_never_relaunches_a_rank(monkeypatch):
+    import subprocess
+
+    from stackllama_cli import launch
+
+    def no_child(*a, **k):
+        raise AssertionError("relaunched twice")
+
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    monkeypatch.setattr(launch, "count_visible_gpus", lambda env: 8)
+    for var in ("LOCAL_RANK", "WORLD_SIZE", "RANK", "STACKLLAMA_LAUNCHED", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.setenv(var, "1")
+        assert launch.relaunch_if_needed(LaunchOptions(gpus="8"), args=["sft"]) is None
+        monkeypatch.delenv(var)
+
+
+def test_one_process_runs_in_place(monkeypatch):
+    from stackllama_cli import launch
+    from stackllama_cli.options import launch_from_params
+
+    for var in ("LOCAL_RANK", "WORLD_SIZE", "RANK", "STACKLLAMA_LAUNCHED", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(launch, "count_visible_gpus", lambda env: 1)
+    values = {"gpus": "auto", "cpu_processes": 0, "num_machines": 1, "machine_rank": 0, "main_process_ip": None,
+              "main_process_port": None, "accelerate_config": None, "lr": 1e-4}
+    launch_from_params(values)  # returns: nothing to relaunch
+    assert values == {"lr": 1e-4}  # the stage config never sees the launch options
