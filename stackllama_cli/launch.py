@@ -223,6 +223,37 @@ class LauncherNoise:
         self.debug = debug
         self.dropping = False
         self.dropped: list[str] = []
+        self.partial = b""  # the current line's start, held back while it might still be noise
+        self.passing = False  # the current line's start was written: the rest of it follows unfiltered
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes to show for a chunk of the launcher's stderr. Works on chunks, not lines, because
+        Rich redraws a progress bar with '\\r' and no newline: a line-by-line relay froze it."""
+        if self.debug:
+            return chunk
+        out = []
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        for line in lines:
+            if self.passing or self.keep(line + b"\n"):
+                out.append(line + b"\n")
+            self.passing = False
+        if self.partial and (self.passing or not self._may_be_noise(self.partial)):
+            out.append(self.partial)
+            self.partial, self.passing = b"", True
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        """At the end: what is left of a last line without a newline."""
+        rest, self.partial = self.partial, b""
+        return rest if rest and (self.passing or self.keep(rest)) else b""
+
+    def _may_be_noise(self, start: bytes) -> bool:
+        if self.dropping:
+            return True
+        traceback = b"Traceback (most recent call last)"
+        return (traceback.startswith(start) or start.startswith(traceback)
+                or bool(re.match(rb"^[WEI]\d{0,4}$", start)) or bool(_ELASTIC_LOG.match(start))
+                or bool(re.match(rb"^[WEI]\d{4} [^\n]*$", start)))  # a log line whose path has not come yet
 
     def keep(self, line: bytes) -> bool:
         if self.debug:
@@ -299,10 +330,12 @@ def _run_child(argv: list[str], env: dict[str, str]) -> tuple[int, LauncherNoise
     previous = {sig: signal.signal(sig, handler) for sig, handler in
                 ((signal.SIGINT, on_interrupt), (signal.SIGTERM, on_terminate), (signal.SIGHUP, on_terminate))}
     try:
-        for line in iter(proc.stderr.readline, b""):  # relay the ranks' stderr (stdout is inherited as is)
-            if noise.keep(line):
-                sys.stderr.buffer.write(line)
-                sys.stderr.buffer.flush()
+        fd = proc.stderr.fileno()
+        while chunk := os.read(fd, 65536):  # relay the ranks' stderr (stdout is inherited as is)
+            sys.stderr.buffer.write(noise.feed(chunk))
+            sys.stderr.buffer.flush()
+        sys.stderr.buffer.write(noise.flush())
+        sys.stderr.buffer.flush()
         return proc.wait(), noise, state["interrupts"] > 0
     finally:
         for sig, handler in previous.items():

@@ -245,3 +245,24 @@ def test_one_process_runs_in_place(monkeypatch):
               "main_process_port": None, "accelerate_config": None, "lr": 1e-4}
     launch_from_params(values)  # returns: nothing to relaunch
     assert values == {"lr": 1e-4}  # the stage config never sees the launch options
+
+
+def test_relay_shows_progress_redraws_at_once_and_drops_noise_split_across_chunks():
+    from stackllama_cli.launch import LauncherNoise
+
+    noise = LauncherNoise()
+    # Rich redraws a progress bar with \r and no newline: each redraw must show at once
+    assert noise.feed(b"\r\x1b[2K sft 1/3") == b"\r\x1b[2K sft 1/3"
+    assert noise.feed(b"\r\x1b[2K sft 2/3") == b"\r\x1b[2K sft 2/3"
+    assert noise.feed(b"\n") == b"\n"
+    # an elastic log line arriving in pieces is held, then dropped
+    assert noise.feed(b"W11") == b""
+    assert noise.feed(b"24 23:05:38.634000 7495 torch/distributed/elastic/api.py:1028] Sending\nrank out") == \
+        b"rank out"
+    assert noise.feed(b"put\nTrace") == b"put\n"
+    assert noise.feed(b"back (most recent call last):\n  File x\nChildFailedError: boom") == b""
+    assert noise.flush() == b""
+    assert noise.dropped[-1] == "ChildFailedError: boom"
+    tail = LauncherNoise()
+    assert tail.feed(b"W") == b"" and tail.flush() == b"W"  # a lone W was not noise after all
+    assert LauncherNoise(debug=True).feed(b"W1124 x torch/distributed/y\n") == b"W1124 x torch/distributed/y\n"
