@@ -157,8 +157,11 @@ def build_launch_argv(opts: LaunchOptions, processes: int, cpu: bool, python: st
         argv += ["--machine_rank", str(opts.machine_rank)]
     if opts.main_process_ip:
         argv += ["--main_process_ip", opts.main_process_ip]
-    if opts.main_process_port:
+    if opts.main_process_port is not None:
         argv += ["--main_process_port", str(opts.main_process_port)]
+    elif machines == 1 and not (config or {}).get("main_process_port"):
+        # 0 = accelerate picks a free port: its fixed default (29500) makes two runs on one machine collide
+        argv += ["--main_process_port", "0"]
     return argv + ["-m", "stackllama_cli", *args]
 
 
@@ -178,6 +181,43 @@ def effective_batch_size(per_device: int, processes: int, accumulation: int = 1)
 
 def world_size(env: Mapping[str, str] = os.environ) -> int:
     return int(env.get("WORLD_SIZE", "1"))
+
+
+def describe_batch(per_device: int, accumulation: int = 1, processes: int | None = None) -> str:
+    """'effective batch 64 = 4 per device x 8 processes x 2 accumulation' (processes: this run's by default)."""
+    n = world_size() if processes is None else processes
+    return (f"effective batch {effective_batch_size(per_device, n, accumulation)} = {per_device} per device x "
+            f"{n} process{'es' if n != 1 else ''} x {accumulation} accumulation")
+
+
+# Helpers for work split across the processes of a run without a Trainer (e.g. scoring pairs).
+
+
+def distributed_state():
+    """accelerate's PartialState, set up right for CPU runs too: without cpu=True on a machine with no GPU,
+    accelerate falls back to a single process even under `accelerate launch` (measured)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """This rank's contiguous slice [start, end) of n items; sizes differ by at most one, rank order = item order."""
+    return rank * n // world, (rank + 1) * n // world
+
+
+def gather_in_order(local: list, total: int) -> list:
+    """Every rank's `shard_bounds` results, concatenated in rank order (= the original order), on every rank."""
+    if world_size() == 1:
+        return list(local)
+    from accelerate.utils import gather_object
+
+    distributed_state()
+    gathered = gather_object(list(local))
+    if len(gathered) != total:
+        raise RuntimeError(f"gathered {len(gathered)} results across processes, expected {total}")
+    return gathered
 
 
 def relaunch_if_needed(opts: LaunchOptions, args: Sequence[str] | None = None) -> None:

@@ -53,7 +53,9 @@ def test_single_node_argv_passes_every_argument_through():
     args = ["ppo", "--kl-target", "6", "--output", "runs/with space", "--model", "a'b\"c", "--"]
     argv = build_launch_argv(LaunchOptions(gpus="8"), 8, False, PY, args)
     assert argv == HEAD + ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "--num_processes", "8", "--num_machines", "1", "-m", "stackllama_cli", *args]
+                           "--num_processes", "8", "--num_machines", "1",
+                           "--main_process_port", "0",  # accelerate picks a free port: no clash with another run
+                           "-m", "stackllama_cli", *args]
 
 
 def test_multi_node_argv():
@@ -71,18 +73,23 @@ def test_config_file_argv_fills_in_processes_the_config_leaves_out():
     # shipped configs leave num_processes out: auto-detection fills it in
     argv = build_launch_argv(LaunchOptions(accelerate_config="zero3.yaml"), 4, False, PY, ["sft", "-o", "x"],
                              {"distributed_type": "DEEPSPEED"})
-    assert argv == HEAD + ["--config_file", "zero3.yaml", "--num_processes", "4", "-m", "stackllama_cli", "sft",
-                           "-o", "x"]
+    assert argv == HEAD + ["--config_file", "zero3.yaml", "--num_processes", "4", "--main_process_port", "0",
+                           "-m", "stackllama_cli", "sft", "-o", "x"]
 
 
 def test_config_file_argv_precedence():
     cfg = {"num_processes": 6, "num_machines": 1}
     # --gpus auto: the user's config decides
     argv = build_launch_argv(LaunchOptions(accelerate_config="c.yaml"), 8, False, PY, ["sft"], cfg)
+    assert argv == HEAD + ["--config_file", "c.yaml", "--main_process_port", "0", "-m", "stackllama_cli", "sft"]
+    # a port in the config file is respected
+    argv = build_launch_argv(LaunchOptions(accelerate_config="c.yaml"), 8, False, PY, ["sft"],
+                             {**cfg, "main_process_port": 1234})
     assert argv == HEAD + ["--config_file", "c.yaml", "-m", "stackllama_cli", "sft"]
     # an explicit --gpus beats the config
     argv = build_launch_argv(LaunchOptions(accelerate_config="c.yaml", gpus="2"), 2, False, PY, ["sft"], cfg)
-    assert argv == HEAD + ["--config_file", "c.yaml", "--num_processes", "2", "-m", "stackllama_cli", "sft"]
+    assert argv == HEAD + ["--config_file", "c.yaml", "--num_processes", "2", "--main_process_port", "0",
+                           "-m", "stackllama_cli", "sft"]
 
 
 def test_config_file_multi_node_counts_the_configs_machines():
@@ -266,3 +273,22 @@ def test_relay_shows_progress_redraws_at_once_and_drops_noise_split_across_chunk
     tail = LauncherNoise()
     assert tail.feed(b"W") == b"" and tail.flush() == b"W"  # a lone W was not noise after all
     assert LauncherNoise(debug=True).feed(b"W1124 x torch/distributed/y\n") == b"W1124 x torch/distributed/y\n"
+
+
+def test_describe_batch(monkeypatch):
+    from stackllama_cli.launch import describe_batch
+
+    assert describe_batch(4, 2, processes=8) == "effective batch 64 = 4 per device x 8 processes x 2 accumulation"
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert describe_batch(4) == "effective batch 4 = 4 per device x 1 process x 1 accumulation"
+
+
+@pytest.mark.parametrize("n, world", [(10, 3), (2, 4), (0, 2), (7, 1), (89, 8)])
+def test_shard_bounds_cover_every_item_once_in_order(n, world):
+    from stackllama_cli.launch import shard_bounds
+
+    bounds = [shard_bounds(n, r, world) for r in range(world)]
+    assert [i for a, b in bounds for i in range(a, b)] == list(range(n))
+    sizes = [b - a for a, b in bounds]
+    assert max(sizes) - min(sizes) <= 1
+    assert shard_bounds(10, 0, 3) == (0, 3) and shard_bounds(10, 2, 3) == (6, 10)
