@@ -60,6 +60,7 @@ def test_ppo_two_processes_and_shared_kl_control(sft_adapter, sample_data_dir, t
     assert bad.stderr.count("not a reward model") == 1 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow  # ~20 s of two ranks importing the training stack; the ppo test covers a failing rank too
 def test_existing_output_fails_on_every_rank_with_one_message(tiny_model_dir, sample_data_dir, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("x")
