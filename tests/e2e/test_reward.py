@@ -191,3 +191,15 @@ def test_train_rm_on_an_sft_adapter_with_a_time_budget(sft_adapter, toy_pairs, t
 def test_train_rm_rejects_a_reward_adapter_as_model(toy_rm, toy_pairs, tmp_path, run_cli):
     result = run_cli("train-rm", "--model", toy_rm, "--data", toy_pairs, "--output", tmp_path / "o")
     assert result.exit_code == 1 and "SEQ_CLS adapter" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_time_budget_under_two_processes(tiny_model_dir, toy_pairs, tmp_path):
+    """Both DDP ranks stop at the same step (else the run hangs in an all-reduce); stdout gets one JSON summary."""
+    out = tmp_path / "rm"
+    proc = run_cli_subprocess("train-rm", "--model", tiny_model_dir, "--data", toy_pairs, "--output", out,
+                              "--cpu-processes", "2", "--max-steps", "500", "--max-minutes", "0.02",
+                              "--max-length", "64", "--eval-pairs", "8", "--stats-pairs", "8", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)  # exactly one document
+    assert summary["stopped_by_time_budget"] and 0 < summary["steps"] < 500
+    assert (out / "checkpoints" / f"checkpoint-{summary['steps']}").is_dir()
