@@ -1,9 +1,11 @@
 """Data parallelism by re-executing ourselves under `accelerate launch`.
 
-Pure: `resolve_processes`, `needs_relaunch`, `build_launch_argv`. Effectful:
-`relaunch_if_needed`, which runs the child launcher, forwards signals, surfaces a
-failing rank's error once and exits with the child's exit code. Nothing here
-imports torch: GPUs are counted from CUDA_VISIBLE_DEVICES or nvidia-smi.
+Pure: `resolve_processes`, `needs_relaunch`, `build_launch_argv`, `LauncherNoise` (the stderr
+filter). Effectful: `relaunch_if_needed`, which runs the launcher in its own process group,
+forwards signals to it, shows a failing rank's error once and exits with the launcher's exit
+code. Nothing here imports torch at module level (`--help` stays fast): GPUs are counted from
+CUDA_VISIBLE_DEVICES or nvidia-smi. Also helpers for ranks: `describe_batch`,
+`distributed_state`, `shard_bounds`, `gather_in_order`. See docs/multi-gpu.md.
 """
 
 from __future__ import annotations
