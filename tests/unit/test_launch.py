@@ -292,3 +292,15 @@ def test_shard_bounds_cover_every_item_once_in_order(n, world):
     sizes = [b - a for a, b in bounds]
     assert max(sizes) - min(sizes) <= 1
     assert shard_bounds(10, 0, 3) == (0, 3) and shard_bounds(10, 2, 3) == (6, 10)
+
+
+def test_gpu_count_from_nvidia_smi(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: GPU-a)'\necho '  MIG 1g.10gb Device 0: (UUID: MIG-x)'\n"
+                   "echo 'GPU 1: NVIDIA H100 (UUID: GPU-b)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert count_visible_gpus({}) == 2  # CUDA_VISIBLE_DEVICES unset: ask nvidia-smi, never initialise CUDA
+    assert count_visible_gpus({"CUDA_VISIBLE_DEVICES": "1"}) == 1  # the variable wins
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert count_visible_gpus({}) == 0
