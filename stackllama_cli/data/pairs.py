@@ -31,13 +31,13 @@ def round_half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per answer and pair: slots halve the memory
 class ScoredAnswer:
     answer_id: int
     score: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per answer and pair: slots halve the memory
 class Pair:
     chosen: ScoredAnswer  # j: the better answer
     rejected: ScoredAnswer  # k

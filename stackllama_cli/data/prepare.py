@@ -58,7 +58,7 @@ class PrepareConfig:
     max_pairs: int = 10
     seed: int = 0
     splits: str = DEFAULT_SPLITS
-    workers: int = 0  # processes converting HTML to Markdown; 0 = one per CPU core (at most 8)
+    workers: int = 0  # processes converting HTML to Markdown; 0 = one per CPU core (at most 8) for big dumps
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -68,7 +68,7 @@ class PrepareConfig:
         parse_split_fractions(self.splits)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class QuestionInfo:
     accepted: int | None
     date: str

@@ -151,9 +151,53 @@ def test_existing_output_needs_overwrite(tmp_path, run_cli):
 def test_parallel_conversion_gives_identical_output(beer_posts, tmp_path, run_cli):
     import pyarrow.parquet as pq
 
-    for workers in ("1", "2"):
-        result = run_cli("prepare-data", beer_posts, "--output", tmp_path / workers, "--workers", workers)
+    for workers in ("1", "2"):  # --num-proc is the name for --workers
+        result = run_cli("prepare-data", beer_posts, "--output", tmp_path / workers, "--num-proc", workers)
         assert result.exit_code == 0, result
     for split in SPLITS:
         name = f"data/{split}-00000-of-00001.parquet"
         assert pq.read_table(tmp_path / "1" / name).equals(pq.read_table(tmp_path / "2" / name)), split
+
+
+def test_empty_split_gets_no_file_and_the_rest_still_loads(tmp_path, run_cli):
+    import datasets
+
+    out = tmp_path / "out"
+    result = run_cli("prepare-data", "--output", out, "--splits", "finetune=0.5,reward=0.5", "--json")
+    assert result.exit_code == 0, result
+    stats = json.loads(result.stdout)
+    assert stats["splits"]["rl"]["pairs"] == 0 and stats["splits"]["evaluation"]["pairs"] == 0
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["finetune-00000-of-00001.parquet",
+                                                               "reward-00000-of-00001.parquet"]
+    ds = datasets.load_dataset("parquet", data_dir=str(out))
+    assert sorted(ds) == ["finetune", "reward"] and len(ds["finetune"]) + len(ds["reward"]) == 89
+
+
+def test_site_folders_and_bare_posts_xml_name_their_sites(tmp_path):
+    from stackllama_cli.data.prepare import SAMPLE_DUMP
+    from tests.conftest import run_cli_subprocess
+
+    for site in ("a.stackexchange.com", "b.stackexchange.com"):
+        (tmp_path / site).mkdir()
+        (tmp_path / site / "Posts.xml").write_bytes(SAMPLE_DUMP.read_bytes())
+    proc = run_cli_subprocess("prepare-data", tmp_path / "a.stackexchange.com",
+                              tmp_path / "b.stackexchange.com" / "Posts.xml", "--output", "-")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 2 * 89
+    assert {line["site"] for line in lines} == {"a.stackexchange.com", "b.stackexchange.com"}
+    same = run_cli_subprocess("prepare-data", SAMPLE_DUMP, SAMPLE_DUMP, "--output", "-")
+    assert same.returncode == 1 and "same site" in same.stderr and not same.stdout
+
+
+def test_broken_later_input_fails_before_any_output(tmp_path):
+    from stackllama_cli.data.prepare import SAMPLE_DUMP
+    from tests.conftest import run_cli_subprocess
+
+    broken = write(tmp_path / "broken.stackexchange.com-Posts.xml", '<posts><row Id="1" PostTypeId="1"')
+    proc = run_cli_subprocess("prepare-data", SAMPLE_DUMP, broken, "--output", "-")
+    assert proc.returncode == 1 and "not well-formed" in proc.stderr
+    assert proc.stdout == ""  # pass 1 reads every input before the first row goes out
+    proc = run_cli_subprocess("prepare-data", SAMPLE_DUMP, broken, "--output", tmp_path / "out")
+    assert proc.returncode == 1 and not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]

@@ -71,7 +71,7 @@ EDGE_CASES = [
     "<p>a</p>\n<pre><code>  indented\n\n  more\n</code></pre>\n<p>b</p>", "<ol><li><p>x</p><pre><code>y</code></pre></li></ol>",
     '<p><img src="a.png" alt="a" /></p>', "<hr />", "<br/>", "<p>a <code>&lt;div&gt;</code> b</p>", "<td>x</td>",
     "<tr><td>x</td></tr>", "<li><p>x</p></li>", "<em></em>", "<p></p>", "<p> </p><p>x</p>", "<span> </span>",
-    "<pre> lead space</pre>", "one  two\r\n\r\nthree",
+    "<pre> lead space</pre>", "one  two\r\n\r\nthree", "<p>18 &deg;C &apos;x&apos; &hellip; &rarr; &check; &amp &AMP;</p>",
 ]
 
 
@@ -80,6 +80,14 @@ def test_same_markdown_as_plain_markdownify_on_edge_cases(body):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bs4 warns about XML-looking input
         assert html_to_markdown(body) == reference_markdown(body)
+
+
+def test_every_html4_entity_decodes_alike():
+    from html.entities import name2codepoint
+
+    for name in name2codepoint:
+        body = f"<p>a &{name}; b</p>"
+        assert fast_path_ok(body) and html_to_markdown(body) == reference_markdown(body), name
 
 
 def random_html(rng: random.Random, depth: int = 0) -> str:
@@ -120,3 +128,12 @@ def test_same_markdown_as_plain_markdownify_on_real_dumps(beer_posts, coffee_pos
             fast += fast_path_ok(body)
             assert html_to_markdown(body) == reference_markdown(body), (path.name, row.get("Id"))
     assert fast > 0.95 * total
+
+
+def test_same_markdown_as_plain_markdownify_on_the_bundled_sample():
+    from stackllama_cli.data.prepare import SAMPLE_DUMP
+
+    bodies = [row.get("Body") or "" for row in ET.parse(SAMPLE_DUMP).getroot()]
+    assert sum(map(fast_path_ok, bodies)) >= len(bodies) - 2  # (the empty body; everything else is clean HTML)
+    for body in bodies:
+        assert html_to_markdown(body) == reference_markdown(body), body
