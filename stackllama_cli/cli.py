@@ -70,7 +70,14 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, meaningful exit codes."""
     try:
-        app(args=argv, prog_name="stackllama")
+        try:
+            app(args=argv, prog_name="stackllama")
+        except SystemExit as done:  # click ends every successful command with sys.exit(0)
+            if done.code in (0, None):
+                from stackllama_cli.launch import finish_distributed
+
+                finish_distributed()
+            raise
     except StackLlamaError as exc:
         if debug_enabled():
             raise

@@ -222,6 +222,24 @@ def gather_in_order(local: list, total: int) -> list:
     return gathered
 
 
+def finish_distributed() -> None:
+    """Leave a data-parallel run in order: wait for every rank, then tear the process group down.
+
+    A rank that simply exits with the group alive can abort in the C++ destructor ("terminate called
+    without an active exception") and take the rendezvous store down under slower ranks (seen with two
+    machines on one host). A no-op in a single process; never raises (we are on the way out)."""
+    if world_size() == 1:
+        return
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - a broken group at exit must not hide the run's own result
+        pass
+
+
 def relaunch_if_needed(opts: LaunchOptions, args: Sequence[str] | None = None) -> None:
     """Re-exec under accelerate when several processes are wanted; never returns in that case."""
     env = os.environ

@@ -105,6 +105,7 @@ start, end = launch.shard_bounds(11, state.process_index, state.num_processes)
 squares = launch.gather_in_order([i * i for i in range(start, end)], 11)
 if state.is_main_process:
     print(state.num_processes, state.distributed_type, squares, flush=True)
+launch.finish_distributed()  # as stackllama's main() does after every successful command
 """
 
 LAUNCHING_PARENT = """
