@@ -32,7 +32,9 @@ def load_scorer(model: str, precision: str = "auto", load_in_8bit: bool = False,
     rm = load_reward_model(spec, precision=precision, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
                            trust_remote_code=trust_remote_code, pad_token_id=tokenizer.pad_token_id)
     if not (load_in_8bit or load_in_4bit) and torch.cuda.is_available():
-        rm = rm.to("cuda")
+        from stackllama_cli.launch import distributed_state, world_size
+
+        rm = rm.to(distributed_state().device if world_size() > 1 else "cuda")  # one GPU per process
     return rm, tokenizer
 
 
@@ -56,13 +58,24 @@ def score_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max
 
 
 def evaluate_pairs(model, tokenizer, ds, batch_size: int = 8, max_length: int | None = None) -> dict:
-    """Accuracy, margin, reward stats, and the length rule and per-score-gap accuracies beside them."""
+    """Accuracy, margin, reward stats, and the length rule and per-score-gap accuracies beside them.
+
+    Under several processes each scores its contiguous share of the pairs; the rewards are gathered
+    back in pair order, so every rank computes the same metrics over all pairs."""
+    from stackllama_cli.launch import distributed_state, gather_in_order, shard_bounds, world_size
+
     questions, js, ks = ds["question"], ds["response_j"], ds["response_k"]
+    start_pair, end_pair = 0, len(questions)
+    if world_size() > 1:
+        state = distributed_state()
+        start_pair, end_pair = shard_bounds(len(questions), state.process_index, state.num_processes)
+    mine = range(start_pair, end_pair)
     start = time.perf_counter()
-    rj = score_texts(model, tokenizer, [format_example(q, a) for q, a in zip(questions, js)], batch_size,
+    rj = score_texts(model, tokenizer, [format_example(questions[i], js[i]) for i in mine], batch_size,
                      max_length, "score chosen")
-    rk = score_texts(model, tokenizer, [format_example(q, a) for q, a in zip(questions, ks)], batch_size,
+    rk = score_texts(model, tokenizer, [format_example(questions[i], ks[i]) for i in mine], batch_size,
                      max_length, "score rejected")
+    rj, rk = gather_in_order(rj, len(questions)), gather_in_order(rk, len(questions))
     seconds = time.perf_counter() - start
     mean, std = mean_std(rj + rk)
     result = {"pairs": len(rj), "accuracy": pair_accuracy(rj, rk), "mean_margin": mean_margin(rj, rk),

@@ -22,7 +22,8 @@ COMMAND = dict(
   [cyan]stackllama generate runs/ppo < q.txt | stackllama eval-rm runs/reward --score > scored.jsonl[/]
 
 Accuracy is the share of pairs with r_j > r_k; the length rule and accuracy by score gap are always shown
-beside it: a reward model is only useful where it beats the length rule.""",
+beside it: a reward model is only useful where it beats the length rule. With several GPUs (or
+--cpu-processes N) the pairs are split across processes; --score always runs in one process.""",
 )
 
 
@@ -42,6 +43,13 @@ def command(
     load_in_4bit: o.LoadIn4bit = False,
     trust_remote_code: o.TrustRemoteCode = False,
     json_out: o.Json = False,
+    gpus: o.Gpus = "auto",
+    cpu_processes: o.CpuProcesses = 0,
+    num_machines: o.NumMachines = 1,
+    machine_rank: o.MachineRank = 0,
+    main_process_ip: o.MainProcessIp = None,
+    main_process_port: o.MainProcessPort = None,
+    accelerate_config: o.AccelerateConfig = None,
 ) -> None:
     from stackllama_cli.errors import UsageError
 
@@ -49,6 +57,7 @@ def command(
                 trust_remote_code=trust_remote_code)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    launch = {k: v for k, v in locals().items() if k in o.LAUNCH_PARAMS}
     if score:
         if data is not None:
             raise UsageError("--score reads stdin; drop --data")
@@ -58,11 +67,14 @@ def command(
         return
     if data is None:
         raise UsageError("give --data (prepare-data output) to evaluate, or --score to score JSONL from stdin")
-    from stackllama_cli.console import print_json
+    o.launch_from_params(launch)  # pairs split across processes (--score reads stdin: one process)
+    from stackllama_cli.console import is_main_process, print_json
     from stackllama_cli.eval_rm import evaluate, print_report
 
     result = evaluate(model, str(data), split=split, batch_size=batch_size, max_length=max_length, limit=limit,
                       **load)
+    if not is_main_process():
+        return
     if json_out:
         print_json(result)
     else:

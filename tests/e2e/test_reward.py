@@ -203,3 +203,16 @@ def test_time_budget_under_two_processes(tiny_model_dir, toy_pairs, tmp_path):
     summary = json.loads(proc.stdout)  # exactly one document
     assert summary["stopped_by_time_budget"] and 0 < summary["steps"] < 500
     assert (out / "checkpoints" / f"checkpoint-{summary['steps']}").is_dir()
+
+
+def test_eval_rm_split_across_two_processes_matches_one(toy_rm, toy_pairs):
+    """Each rank scores its share of the pairs; gathered in order, the metrics equal a one-process run."""
+    one = run_cli_subprocess("eval-rm", toy_rm, "--data", toy_pairs, "--json")
+    two = run_cli_subprocess("eval-rm", toy_rm, "--data", toy_pairs, "--json", "--cpu-processes", "2", timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    single, split = json.loads(one.stdout), json.loads(two.stdout)  # json.loads: exactly one document
+    assert split["pairs"] == single["pairs"] == 24
+    for key in ("accuracy", "length_rule_accuracy", "accuracy_by_score_gap"):
+        assert split[key] == single[key], key
+    for key in ("mean_margin", "reward_mean", "reward_std"):
+        assert split[key] == pytest.approx(single[key], abs=1e-5), key
