@@ -8,6 +8,7 @@ its stage lazily and runs it. Nothing here imports torch, so `--help` is instant
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Annotated, Optional
 
@@ -56,12 +57,22 @@ def _root(
 COMMANDS = ["prepare_data", "sft", "train_rm", "eval_rm", "ppo", "merge", "generate", "demo"]
 
 
+def reflow(epilog: str) -> str:
+    """Join the source's hard-wrapped lines into paragraphs (Rich keeps every newline of an epilog, so
+    lines wrapped at 120 columns in the code read as ragged ones in an 80-column terminal). Blank lines
+    separate paragraphs; a line indented by spaces (an example) stays a line of its own."""
+    return re.sub(r"(?<=\S)\n(?=[^\s])", " ", epilog)
+
+
 def _register() -> None:
     import importlib
 
     for name in COMMANDS:
         module = importlib.import_module(f"stackllama_cli.commands.{name}")
-        app.command(**module.COMMAND)(module.command)
+        spec = dict(module.COMMAND)
+        if "epilog" in spec:
+            spec["epilog"] = reflow(spec["epilog"])
+        app.command(**spec)(module.command)
 
 
 _register()

@@ -106,7 +106,7 @@ LoraTargets = Annotated[str, typer.Option("--lora-target-modules",
                                           help="all-linear, or comma-separated module names.",
                                           rich_help_panel=LORA_PANEL)]
 
-# Launch options (sft, train-rm, ppo): see stackllama_cli/launch.py and docs/multi-gpu.md.
+# Launch options (sft, train-rm, ppo, eval-rm): see stackllama_cli/launch.py and docs/multi-gpu.md.
 Gpus = Annotated[str, typer.Option("--gpus", metavar="N|all|auto", help="GPUs (= processes) on this machine; "
                                    "auto: all visible. More than one re-executes under 'accelerate launch'.",
                                    rich_help_panel=LAUNCH_PANEL)]
@@ -128,8 +128,35 @@ AccelerateConfig = Annotated[Optional[Path], typer.Option(
     help="An accelerate config file (DeepSpeed, FSDP...), or a shipped one by name: multi-gpu, "
          "deepspeed-zero2, deepspeed-zero3-offload.", rich_help_panel=LAUNCH_PANEL)]
 
-LAUNCH_PARAMS = ("gpus", "cpu_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
-                 "accelerate_config")
+# (name, annotation, default) of each launch option, in help order
+LAUNCH_OPTIONS = (("gpus", Gpus, "auto"), ("cpu_processes", CpuProcesses, 0), ("num_machines", NumMachines, 1),
+                  ("machine_rank", MachineRank, 0), ("main_process_ip", MainProcessIp, None),
+                  ("main_process_port", MainProcessPort, None), ("accelerate_config", AccelerateConfig, None))
+LAUNCH_PARAMS = tuple(name for name, _, _ in LAUNCH_OPTIONS)
+
+
+def with_launch_options(func):
+    """Decorator: give a Typer command the launch options; the function receives them as one `launch` dict
+    (its own parameter `launch`, hidden from the command line) to pass to `launch_from_params` when it wants
+    to scale out."""
+    import functools
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(func).parameters.values() if p.name != "launch"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+             for name, annotation, default in LAUNCH_OPTIONS]
+
+    @functools.wraps(func)
+    def command(*args, **kwargs):
+        return func(*args, launch={name: kwargs.pop(name) for name in LAUNCH_PARAMS}, **kwargs)
+
+    command.__signature__ = inspect.Signature(own + added)
+    command.__annotations__ = {p.name: p.annotation for p in own + added}
+    del command.__wrapped__  # Typer must read the signature above, not the wrapped function's
+    return command
 
 
 def launch_from_params(values: dict) -> None:

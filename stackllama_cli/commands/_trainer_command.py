@@ -39,19 +39,13 @@ def shared_parameters(C) -> list[inspect.Parameter]:
                                                           C.lora_target_modules),
         ("load_in_8bit", o.LoadIn8bit, False), ("load_in_4bit", o.LoadIn4bit, False),
         ("precision", o.Precision, C.precision), ("trust_remote_code", o.TrustRemoteCode, False),
-        *launch_parameters(),
+        *o.LAUNCH_OPTIONS,
         ("logging_steps", o.LoggingSteps, C.logging_steps), ("save_steps", o.SaveSteps, C.save_steps),
         ("eval_steps", o.EvalSteps, C.eval_steps), ("report_to", o.ReportTo, C.report_to),
         ("resume", o.Resume, False), ("overwrite", o.Overwrite, False), ("json_out", o.Json, False),
         ("config", o.ConfigFile, None),
     ]
     return [_param(*p) for p in before], [_param(*p) for p in after]
-
-
-def launch_parameters() -> list[tuple[str, Any, Any]]:
-    return [("gpus", o.Gpus, "auto"), ("cpu_processes", o.CpuProcesses, 0), ("num_machines", o.NumMachines, 1),
-            ("machine_rank", o.MachineRank, 0), ("main_process_ip", o.MainProcessIp, None),
-            ("main_process_port", o.MainProcessPort, None), ("accelerate_config", o.AccelerateConfig, None)]
 
 
 def trainer_command(C, section: str, stage_module: str, stage_options: list[tuple[str, Any, Any]]) -> Callable:

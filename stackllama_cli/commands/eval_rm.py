@@ -22,11 +22,13 @@ COMMAND = dict(
   [cyan]stackllama generate runs/ppo < q.txt | stackllama eval-rm runs/reward --score > scored.jsonl[/]
 
 Accuracy is the share of pairs with r_j > r_k; the length rule and accuracy by score gap are always shown
-beside it: a reward model is only useful where it beats the length rule. With several GPUs (or
---cpu-processes N) the pairs are split across processes; --score always runs in one process.""",
+beside it: a reward model is only useful where it beats the length rule.
+
+With several GPUs (or --cpu-processes N) the pairs are split across processes; --score runs in one.""",
 )
 
 
+@o.with_launch_options
 def command(
     model: Annotated[str, typer.Argument(help="Reward model: train-rm output (adapter) or a merged one.",
                                          show_default=False)],
@@ -43,13 +45,7 @@ def command(
     load_in_4bit: o.LoadIn4bit = False,
     trust_remote_code: o.TrustRemoteCode = False,
     json_out: o.Json = False,
-    gpus: o.Gpus = "auto",
-    cpu_processes: o.CpuProcesses = 0,
-    num_machines: o.NumMachines = 1,
-    machine_rank: o.MachineRank = 0,
-    main_process_ip: o.MainProcessIp = None,
-    main_process_port: o.MainProcessPort = None,
-    accelerate_config: o.AccelerateConfig = None,
+    launch: dict | None = None,
 ) -> None:
     from stackllama_cli.errors import UsageError
 
@@ -57,7 +53,6 @@ def command(
                 trust_remote_code=trust_remote_code)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    launch = {k: v for k, v in locals().items() if k in o.LAUNCH_PARAMS}
     if score:
         if data is not None:
             raise UsageError("--score reads stdin; drop --data")

@@ -23,6 +23,7 @@ COMMAND = dict(
   [cyan]stackllama generate smollm2-135m --input questions.jsonl > answers.jsonl[/]
 
 Input lines are plain questions or JSON objects with a "question" field (other fields are kept).
+
 Output: one JSON object per line with "question", "response", "response_tokens", "finish_reason".""",
 )
 

@@ -23,6 +23,7 @@ COMMAND = dict(
   [cyan]stackllama ppo ... --output runs/ppo --resume[/]       continue exactly where a run stopped
 
 Only the tokens the policy sampled (up to and including EOS) carry KL, reward and loss; EOS is never banned.
+
 Output: a LoRA adapter (use with merge/generate), value_head.safetensors, metrics.jsonl, samples.jsonl, ppo.png.""",
 )
 
@@ -33,6 +34,7 @@ def _opt(flag: str, help: str = "", panel: str = PPO):
     return typer.Option(flag, help=help, rich_help_panel=panel)
 
 
+@o.with_launch_options
 def command(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="SFT model: merged dir, or an SFT adapter dir.",
@@ -91,13 +93,6 @@ def command(
     load_in_4bit: o.LoadIn4bit = False,
     precision: o.Precision = C.precision,
     trust_remote_code: o.TrustRemoteCode = False,
-    gpus: o.Gpus = "auto",
-    cpu_processes: o.CpuProcesses = 0,
-    num_machines: o.NumMachines = 1,
-    machine_rank: o.MachineRank = 0,
-    main_process_ip: o.MainProcessIp = None,
-    main_process_port: o.MainProcessPort = None,
-    accelerate_config: o.AccelerateConfig = None,
     save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps.",
                                             rich_help_panel=o.OUTPUT_PANEL)] = C.save_every,
     log_samples: Annotated[int, typer.Option("--log-samples", help="Show and log samples every N steps (0: off).",
@@ -107,14 +102,15 @@ def command(
     overwrite: o.Overwrite = False,
     json_out: o.Json = False,
     config: o.ConfigFile = None,
+    launch: dict | None = None,
 ) -> None:
     from stackllama_cli.config import config_from_cli
     from stackllama_cli.console import print_json
     from stackllama_cli.training.ppo import run
 
     values = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()
-              if k not in ("ctx", "config", "json_out")}
-    o.launch_from_params(values)  # several processes: re-exec under accelerate, exit with its code
+              if k not in ("ctx", "config", "json_out", "launch")}
+    o.launch_from_params(launch)  # several processes: re-exec under accelerate, exit with its code
     summary = run(config_from_cli(C, ctx, values, config, "ppo"))
     if json_out:
         print_json(summary)

@@ -21,6 +21,7 @@ COMMAND = dict(
 
 Packing: [bold]bfd[/] (default) fills sequences best-fit and keeps documents from attending to each other;
 [bold]wrapped[/] is the original StackLLaMA chunking (texts joined with EOS); [bold]none[/] pads.
+
 Output: a LoRA adapter + tokenizer, stackllama_config.json, metrics.jsonl, loss.png, sft_summary.json.""",
 )
 

@@ -20,8 +20,10 @@ COMMAND = dict(
   [cyan]stackllama train-rm -m smollm2-135m --data pairs.parquet -o runs/reward --truncate[/]
 
 --model may be a base model, a merged SFT model or an SFT adapter (merged into the classifier's decoder).
+
 Output: a SEQ_CLS LoRA adapter with its score head, reward_stats.json (mean/std of training rewards, used by
 ppo --normalize-reward), metrics.jsonl, reward.png, reward_summary.json.
+
 On a CPU, memory grows with --batch-size x --max-length (SmolLM2-135M, 4 pairs of 256 tokens: ~7.6 GB peak);
 --gradient-checkpointing halves it (~3.5 GB). --max-minutes caps the training time.""",
 )
