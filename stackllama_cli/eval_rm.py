@@ -9,7 +9,7 @@ from typing import IO, Sequence
 
 from stackllama_cli.console import progress
 from stackllama_cli.data.datasets import load_split
-from stackllama_cli.data.prompts import format_example
+from stackllama_cli.data.prompts import format_example, reward_batch
 from stackllama_cli.data.reward_metrics import (
     accuracy_by_gap,
     length_rule_accuracy,
@@ -40,16 +40,15 @@ def load_scorer(model: str, precision: str = "auto", load_in_8bit: bool = False,
 
 def score_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int | None = None,
                 description: str = "score") -> list[float]:
-    """Scalar rewards for full `Question/Answer` texts, EOS appended as in training (TRL's RewardTrainer)."""
+    """Scalar rewards for full `Question/Answer` texts, read as in training: EOS last, also when cut to
+    `max_length` (`prompts.reward_token_ids`)."""
     import torch
 
     rewards: list[float] = []
-    texts = [t if t.endswith(tokenizer.eos_token) else t + tokenizer.eos_token for t in texts]
     with progress(transient=True) as bar:
         task = bar.add_task(description, total=len(texts), extra="")
         for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=max_length
-                            is not None, max_length=max_length, add_special_tokens=True).to(model.device)
+            enc = reward_batch(tokenizer, texts[i : i + batch_size], max_length).to(model.device)
             with torch.no_grad():
                 logits = model(**enc).logits
             rewards.extend(logits[:, 0].float().tolist())

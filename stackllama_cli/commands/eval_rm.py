@@ -39,7 +39,9 @@ def command(
                                         "with a 'reward' field on stdout.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate only the first N pairs.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 8,
-    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Truncate texts to N tokens.")] = None,
+    max_length: Annotated[Optional[int], typer.Option(
+        "--max-length", help="Cut texts to N tokens, EOS kept last (as train-rm --truncate); default: whole texts.")
+                          ] = None,
     precision: o.Precision = "auto",
     load_in_8bit: o.LoadIn8bit = False,
     load_in_4bit: o.LoadIn4bit = False,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stackllama_cli.data.prompts import format_example
+from stackllama_cli.data.prompts import format_example, reward_batch
 
 
 @dataclass
@@ -77,9 +77,7 @@ def generate(policy_lm, tokenizer, questions: list[str], prompts: list[str], max
 @torch.no_grad()
 def score(reward_model, rm_tokenizer, questions: list[str], responses: list[str], max_length: int | None = None
           ) -> torch.Tensor:
-    """Raw reward-model scores [B] for `Question/Answer` texts (EOS appended, as in train-rm)."""
-    rm_tokenizer.padding_side = "right"
-    texts = [format_example(q, r) + rm_tokenizer.eos_token for q, r in zip(questions, responses)]
-    enc = rm_tokenizer(texts, return_tensors="pt", padding=True, truncation=max_length is not None,
-                       max_length=max_length).to(reward_model.device)
+    """Raw reward-model scores [B] for `Question/Answer` texts, read as in train-rm (EOS last, kept when cut)."""
+    texts = [format_example(q, r) for q, r in zip(questions, responses)]
+    enc = reward_batch(rm_tokenizer, texts, max_length).to(reward_model.device)
     return reward_model(**enc).logits[:, 0].float()

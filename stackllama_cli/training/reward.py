@@ -20,7 +20,7 @@ from pathlib import Path
 from stackllama_cli.config import require, save_config
 from stackllama_cli.console import info, read_jsonl, warn
 from stackllama_cli.data.datasets import load_split
-from stackllama_cli.data.prompts import format_example
+from stackllama_cli.data.prompts import format_example, reward_token_ids
 from stackllama_cli.data.reward_metrics import mean_std
 from stackllama_cli.errors import StackLlamaError
 from stackllama_cli.files import write_json
@@ -69,13 +69,12 @@ def tokenize_pairs(ds, tokenizer, max_length: int, truncate: bool) -> tuple[dict
     chosen = tokenizer([format_example(q, a) for q, a in zip(ds["question"], ds["response_j"])])["input_ids"]
     rejected = tokenizer([format_example(q, a) for q, a in zip(ds["question"], ds["response_k"])])["input_ids"]
     for cj, rk in zip(chosen, rejected):
-        cj, rk = cj + [eos], rk + [eos]
-        if max(len(cj), len(rk)) > max_length:
+        if max(len(cj), len(rk)) + 1 > max_length:  # + 1: the EOS
             over += 1
             if not truncate:
                 continue
-            # cut only the side that is too long, keeping EOS last (never a second EOS on the short side)
-            cj, rk = [ids if len(ids) <= max_length else ids[: max_length - 1] + [eos] for ids in (cj, rk)]
+        # EOS last; a side that is too long is cut keeping it (the short side is untouched)
+        cj, rk = reward_token_ids(cj, eos, max_length), reward_token_ids(rk, eos, max_length)
         out["chosen_ids"].append(cj)
         out["rejected_ids"].append(rk)
     return out, over
@@ -136,6 +135,11 @@ def run(cfg: RewardConfig) -> dict:
     if not train_ids["chosen_ids"]:
         raise StackLlamaError(f"all {len(train_pairs)} training pairs are longer than --max-length {cfg.max_length} "
                               "tokens; raise it or pass --truncate")
+    if not cfg.truncate and n_over > len(train_pairs) / 4:
+        # measured (bench/reward.py, beer -> coffee at 256 tokens): dropping 70% of the pairs gave 0.33
+        # held-out accuracy, cutting them 0.56 - a model that never saw a cut text misjudges long answers
+        warn(f"{n_over} of {len(train_pairs)} pairs are over --max-length {cfg.max_length} and dropped: the "
+             "model learns only from short answers; consider --truncate or a larger --max-length")
     eval_ds = None
     if eval_pairs is not None:
         eval_ids, _ = tokenize_pairs(eval_pairs, tokenizer, cfg.max_length, truncate=True)

@@ -44,3 +44,27 @@ def test_truncate_cuts_both_sides_and_keeps_eos_last():
 def test_nothing_dropped_when_everything_fits():
     out, dropped = tokenize_pairs(DS, WordTokenizer(), max_length=10, truncate=False)
     assert dropped == 0 and len(out["chosen_ids"]) == 3
+
+
+def test_reward_token_ids_keep_eos_last_when_cut():
+    from stackllama_cli.data.prompts import reward_token_ids
+
+    assert reward_token_ids([5, 6, 7], EOS) == [5, 6, 7, EOS]
+    assert reward_token_ids([5, 6, 7], EOS, max_length=4) == [5, 6, 7, EOS]  # fits exactly: untouched
+    assert reward_token_ids([5, 6, 7], EOS, max_length=3) == [5, 6, EOS]  # plain truncation would end at 7
+
+
+def test_scoring_batches_read_the_reward_at_eos_for_cut_texts(tiny_model_dir):
+    """eval-rm and ppo score like train-rm: a text cut to --max-length still ends in EOS before the padding."""
+    from transformers import AutoTokenizer
+
+    from stackllama_cli.data.prompts import reward_batch
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    batch = reward_batch(tok, ["Question: q\n\nAnswer: short", "Question: q\n\nAnswer: " + "long words " * 40],
+                         max_length=16)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape[1] == 16 and mask[1].sum() == 16  # the long text was cut to 16 tokens
+    for row in range(2):
+        assert ids[row, int(mask[row].sum()) - 1] == tok.eos_token_id  # right padding, EOS last
