@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("--sft", default=str(REPO / "runs" / "demo" / "sft"))
     parser.add_argument("--reward-model", default=str(REPO / "runs" / "demo" / "reward"))
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--mini-batch-size", type=int, default=4)
+    parser.add_argument("--mini-batch-size", type=int, default=4, help="the original: 1 (x 4 accumulation)")
+    parser.add_argument("--max-prompt-length", type=int, default=256, help="the original's prompts: ~75 tokens")
     a = parser.parse_args()
     for path in (a.sft, a.reward_model):
         if not Path(path).is_dir():
@@ -37,9 +38,12 @@ def main() -> None:
             "ppo", "--model", a.sft, "--reward-model", a.reward_model, "--data", tmp / "data", "--output",
             tmp / "ppo", "--steps", a.steps, "--batch-size", 8, "--mini-batch-size", a.mini_batch_size,
             "--min-new-tokens", 24, "--max-new-tokens", 48, "--ppo-epochs", 4, "--learning-rate", 1e-4,
-            "--log-samples", 0, "--max-prompt-length", 256)
+            "--log-samples", 0, "--max-prompt-length", a.max_prompt_length,
+            *(["--grad-accum", 4 // a.mini_batch_size] if a.mini_batch_size < 4 else []))
         rows = [json.loads(line) for line in (tmp / "ppo" / "metrics.jsonl").read_text().splitlines()]
-    print(f"{len(rows)} PPO steps, batch 8, mini-batch {a.mini_batch_size}, 4 epochs, SmolLM2-135M fp32 CPU")
+    prompt = sum(r["prompt_length"] for r in rows) / len(rows)
+    print(f"{len(rows)} PPO steps, batch 8, mini-batch {a.mini_batch_size}, 4 epochs, SmolLM2-135M fp32 CPU, "
+          f"prompts <= {a.max_prompt_length} tokens (mean {prompt:.0f})")
     for r in rows:
         total = r["time_generate"] + r["time_score"] + r["time_optimise"]
         print(f"step {r['step']}: {total:5.1f} s (generate {r['time_generate']:.1f}, score {r['time_score']:.1f}, "

@@ -172,8 +172,9 @@ def run(cfg: PpoConfig) -> dict:
         seq_k1 = pm.masked_sum(exp["logp"] - exp["ref_logp"], mask, dim=1)
         seq_k3 = pm.masked_sum(pm.kl_estimate(exp["logp"], exp["ref_logp"], "k3"), mask, dim=1)
         g = accelerator.gather_for_metrics(torch.stack([raw, scores, seq_k1, seq_k3, lengths,
-                                                        rollout.finished.float(), degenerate.float()], dim=1))
-        raw_all, scores_all, k1_all, k3_all, len_all, eos_all, deg_all = g.T
+                                                        rollout.finished.float(), degenerate.float(),
+                                                        rollout.query_mask.sum(1).float()], dim=1))
+        raw_all, scores_all, k1_all, k3_all, len_all, eos_all, deg_all, prompt_all = g.T
         kl_ctl.update(float(k1_all.mean()), n_steps=int(g.shape[0]))
         # 8. log, samples, checkpoint
         record = {"step": step + 1, "reward_mean": float(raw_all.mean()), "reward_std": float(raw_all.std()) if
@@ -181,7 +182,8 @@ def run(cfg: PpoConfig) -> dict:
                   "kl_k3": float(k3_all.mean()), "negative_kl_share": float((k1_all < 0).float().mean()),
                   "beta": beta, "beta_next": kl_ctl.value,
                   "entropy": float(accelerator.reduce(exp["entropy"], "mean")),
-                  "response_length": float(len_all.mean()), "eos_rate": float(eos_all.mean()),
+                  "response_length": float(len_all.mean()), "prompt_length": float(prompt_all.mean()),
+                  "eos_rate": float(eos_all.mean()),
                   "degenerate_rate": float(deg_all.mean()), **opt, "samples": int(g.shape[0]),
                   "time_generate": round(t1 - t0, 3), "time_score": round(t2 - t1, 3),
                   "time_optimise": round(t3 - t2, 3)}
