@@ -120,7 +120,10 @@ def finite_or_none(value: Any) -> Any:
 
 
 def print_json(obj: Any) -> None:
-    """One JSON document on stdout (the data channel)."""
+    """One JSON document on stdout (the data channel); under several processes only rank 0 writes it,
+    so a command's summary appears once whatever the number of ranks that computed it."""
+    if not is_main_process():
+        return
     sys.stdout.write(json.dumps(obj, default=json_default, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 

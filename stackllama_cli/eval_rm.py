@@ -32,9 +32,9 @@ def load_scorer(model: str, precision: str = "auto", load_in_8bit: bool = False,
     rm = load_reward_model(spec, precision=precision, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
                            trust_remote_code=trust_remote_code, pad_token_id=tokenizer.pad_token_id)
     if not (load_in_8bit or load_in_4bit) and torch.cuda.is_available():
-        from stackllama_cli.launch import distributed_state, world_size
+        from stackllama_cli.launch import distributed_state
 
-        rm = rm.to(distributed_state().device if world_size() > 1 else "cuda")  # one GPU per process
+        rm = rm.to(distributed_state().device)  # this process's GPU (cuda:0 in a single process)
     return rm, tokenizer
 
 

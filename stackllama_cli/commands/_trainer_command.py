@@ -53,13 +53,13 @@ def trainer_command(C, section: str, stage_module: str, stage_options: list[tupl
 
     def command(ctx: typer.Context, **values: Any) -> None:
         from stackllama_cli.config import config_from_cli
-        from stackllama_cli.console import is_main_process, print_json
+        from stackllama_cli.console import print_json
 
         config, json_out = values.pop("config"), values.pop("json_out")
         values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
         o.launch_from_params(values)  # several processes: re-exec under accelerate, exit with its code
         summary = importlib.import_module(stage_module).run(config_from_cli(C, ctx, values, config, section))
-        if json_out and is_main_process():  # under accelerate every rank returns a summary; stdout gets one
+        if json_out:  # every rank returns a summary; print_json writes rank 0's
             print_json(summary)
 
     before, after = shared_parameters(C)

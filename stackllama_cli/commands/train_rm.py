@@ -32,7 +32,8 @@ On a CPU, memory grows with --batch-size x --max-length (SmolLM2-135M, 4 pairs o
 command = trainer_command(C, "train-rm", "stackllama_cli.training.reward", [
     ("max_length", o.Annotated[int, typer.Option("--max-length", help="Longest pair in tokens (question + answer).",
                                                  rich_help_panel=o.TRAIN_PANEL)], C.max_length),
-    ("truncate", o.Annotated[bool, typer.Option("--truncate", help="Cut pairs over --max-length (EOS kept last) instead of dropping them: better when many are long.",
+    ("truncate", o.Annotated[bool, typer.Option("--truncate", help="Cut pairs over --max-length (EOS kept last) "
+                                                "instead of dropping them: better when many are long.",
                                                 rich_help_panel=o.TRAIN_PANEL)], False),
     ("eval_pairs", o.Annotated[int, typer.Option("--eval-pairs", help="Evaluation-split pairs to score (0: none).",
                                                  rich_help_panel=o.TRAIN_PANEL)], C.eval_pairs),

@@ -44,9 +44,10 @@ def test_ppo_two_processes_and_shared_kl_control(sft_adapter, sample_data_dir, t
     args = ["ppo", "--model", sft_adapter, "--reward-model", rm, "--data", sample_data_dir, "--steps", "2",
             "--batch-size", "4", "--mini-batch-size", "2", "--min-new-tokens", "6", "--max-new-tokens", "10",
             "--log-samples", "0"]
-    proc = run_cli_subprocess(*args, "--output", out, "--cpu-processes", "2")
+    proc = run_cli_subprocess(*args, "--output", out, "--cpu-processes", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("step 1/2") == 1 and proc.stderr.count("step 2/2") == 1
+    assert json.loads(proc.stdout)["steps"] == 2  # one summary on stdout, not one per rank
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["samples"] for r in rows] == [8, 8]  # gathered from both ranks
     first = rows[0]
