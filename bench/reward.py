@@ -5,8 +5,9 @@
 Training runs for a fixed wall-clock budget (`train-rm --max-minutes`; default 15 minutes,
 because about five engineers share this machine's 2 CPU cores), fp32 on CPU, constant
 learning rate after a short warmup (the number of steps is not known in advance). Pairs
-over --max-length are cut (train-rm --truncate), not dropped (--drop-long). The model is then judged on coffee pairs it never saw (another site), beside the "longer
-answer wins" rule on the same pairs; pairs/s are printed for training and for scoring.
+over --max-length are cut (train-rm --truncate), not dropped (--drop-long). The model is
+then judged on coffee pairs it never saw (another site), beside the "longer answer wins"
+rule on the same pairs; pairs/s are printed for training and for scoring.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def main() -> None:
         ev = json.loads(proc.stdout)
     print(f"train: {summary['steps']} steps x {a.batch_size} pairs = {summary['steps'] * a.batch_size} of "
           f"{summary['train_pairs']} beer pairs (max {a.max_length} tokens, "
-          f"{summary['over_max_length']} longer pairs {'dropped' if a.drop_long else 'cut'}) in {summary['seconds']:.0f} s = {summary['train_pairs_per_second']:.2f} pairs/s; "
+          f"{summary['over_max_length']} longer pairs {'dropped' if a.drop_long else 'cut'}) in "
+          f"{summary['seconds']:.0f} s = {summary['train_pairs_per_second']:.2f} pairs/s; "
           f"train loss {summary['train_loss']:.3f}")
     print(f"eval on {ev['pairs']} coffee pairs (other site, never seen): accuracy {ev['accuracy']:.3f} vs length "
           f"rule {ev['length_rule_accuracy']:.3f}; mean margin {ev['mean_margin']:.3f}; scoring "
