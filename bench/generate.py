@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,10 +26,10 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stackllama_cli.console import quiet_libraries
+    from stackllama_cli.core.console import quiet_libraries
     from stackllama_cli.data.prompts import format_prompt
-    from stackllama_cli.inference.generate import SamplingConfig, generate_batch, load_for_generation
-    from stackllama_cli.models import resolve_model
+    from stackllama_cli.models.resolve import resolve_model
+    from stackllama_cli.stages.generate import SamplingConfig, generate_batch, load_for_generation
 
     quiet_libraries()
     titles = re.findall(r'Title="([^"]*)"', BEER.read_text())[: a.questions]

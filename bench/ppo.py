@@ -2,7 +2,7 @@
 
     python bench/ppo.py [--sft runs/demo/sft] [--reward-model runs/demo/reward] [--steps 5]
 
-Same work as the baseline in DESIGN.md: batch 8, responses of 24-48 tokens, LoRA r16
+Same work as the original stack's script (bench/ppo.py --anchor-python runs it beside ours): batch 8, responses of 24-48 tokens, LoRA r16
 policy with value head, reference = adapter disabled, 4 PPO epochs, adaptive KL.
 Without --sft/--reward-model it uses `stackllama demo`'s outputs from runs/demo.
 """

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,7 +59,7 @@ def main() -> None:
                   "--save-steps", "1000", "--json"]
         proc, _, _ = stackllama("sft", *common, "--output", tmp / "ours")
         ours = json.loads(proc.stdout)
-        from stackllama_cli.models import resolve_model
+        from stackllama_cli.models.resolve import resolve_model
 
         model_dir = resolve_model("smollm2-135m").path
         data_file = tmp / "data" / "data" / "finetune-00000-of-00001.parquet"

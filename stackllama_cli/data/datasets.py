@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from stackllama_cli.errors import StackLlamaError
+from stackllama_cli.core.errors import StackLlamaError
 
 SPLITS = ("finetune", "reward", "rl", "evaluation")
 PAIR_COLUMNS = ("question", "response_j", "response_k")
@@ -52,7 +52,7 @@ def load_split(data: str | Path, split: str, columns: Iterable[str] = PAIR_COLUM
 
             ds = datasets.Dataset(pq.read_table(path))
         else:
-            from stackllama_cli.console import read_jsonl
+            from stackllama_cli.core.metrics import read_jsonl
 
             ds = datasets.Dataset.from_list(read_jsonl(path)) if path.stat().st_size else datasets.Dataset.from_dict({})
     except Exception as exc:  # pyarrow/json parse errors of many kinds

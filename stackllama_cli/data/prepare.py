@@ -18,15 +18,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
-from stackllama_cli.config import require, save_config
-from stackllama_cli.console import console, info, progress
+from stackllama_cli.core.config import require, save_config
+from stackllama_cli.core.console import console, info, progress
+from stackllama_cli.core.errors import StackLlamaError
+from stackllama_cli.core.files import atomic_dir, check_output_dir, write_json
 from stackllama_cli.data.datasets import SPLITS
 from stackllama_cli.data.markdown import html_to_markdown
 from stackllama_cli.data.pairs import Pair, ScoredAnswer, answer_score, assign_split, select_pairs
 from stackllama_cli.data.stackexchange import ANSWER, QUESTION, DumpSource, iter_rows, open_sources, to_int
-from stackllama_cli.errors import StackLlamaError
 from stackllama_cli.data.writers import SplitWriters
-from stackllama_cli.files import atomic_dir, check_output_dir, write_json
 
 DEFAULT_SPLITS = "finetune=0.35,reward=0.35,rl=0.15,evaluation=0.15"
 SAMPLE_DUMP = Path(__file__).resolve().parent.parent / "demo_data" / "sample.stackexchange.com-Posts.xml"

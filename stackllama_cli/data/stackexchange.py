@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
-from stackllama_cli.errors import StackLlamaError
+from stackllama_cli.core.errors import StackLlamaError
 
 POSTS = "Posts.xml"
 QUESTION, ANSWER = "1", "2"

@@ -14,7 +14,7 @@ from tests.conftest import REPO, run_cli_subprocess
 
 @pytest.fixture(scope="module")
 def sft_adapter(tiny_model_dir, sample_data_dir, tmp_path_factory):
-    from stackllama_cli.training.sft import SftConfig, run
+    from stackllama_cli.stages.sft import SftConfig, run
 
     out = tmp_path_factory.mktemp("sft") / "adapter"
     run(SftConfig(model=str(tiny_model_dir), data=str(sample_data_dir), output=str(out), max_steps=2,

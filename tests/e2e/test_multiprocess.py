@@ -9,7 +9,7 @@ from tests.conftest import REPO, run_cli_subprocess
 
 @pytest.fixture(scope="module")
 def sft_adapter(tiny_model_dir, sample_data_dir, tmp_path_factory):
-    from stackllama_cli.training.sft import SftConfig, run
+    from stackllama_cli.stages.sft import SftConfig, run
 
     out = tmp_path_factory.mktemp("mp-sft") / "sft"
     run(SftConfig(model=str(tiny_model_dir), data=str(sample_data_dir), output=str(out), max_steps=2, seq_length=128))
@@ -35,7 +35,7 @@ def test_sft_two_processes(tiny_model_dir, sample_data_dir, tmp_path):
 
 
 def test_ppo_two_processes_and_shared_kl_control(sft_adapter, sample_data_dir, tmp_path, tiny_model_dir):
-    from stackllama_cli.training.reward import RewardConfig, run
+    from stackllama_cli.stages.reward import RewardConfig, run
 
     rm = tmp_path / "rm"
     run(RewardConfig(model=str(sft_adapter), data=str(sample_data_dir), output=str(rm), max_steps=1,
@@ -86,7 +86,7 @@ def test_a_killed_rank_is_named_in_one_line(tmp_path):
     """))
     parent = textwrap.dedent("""
         import sys
-        from stackllama_cli import launch
+        from stackllama_cli.dist import relaunch as launch
         real = launch.build_launch_argv  # the real argv, with our module swapped for the target script
         launch.build_launch_argv = lambda *a, **k: real(*a, **k)[:-3] + [sys.argv[1]]
         launch.relaunch_if_needed(launch.LaunchOptions(cpu_processes=2), args=["sft"])
@@ -100,18 +100,18 @@ def test_a_killed_rank_is_named_in_one_line(tmp_path):
 
 GATHER_TARGET = """
 import os
-from stackllama_cli import launch
-state = launch.distributed_state()
-start, end = launch.shard_bounds(11, state.process_index, state.num_processes)
-squares = launch.gather_in_order([i * i for i in range(start, end)], 11)
+from stackllama_cli.dist import ranks
+state = ranks.distributed_state()
+start, end = ranks.shard_bounds(11, state.process_index, state.num_processes)
+squares = ranks.gather_in_order([i * i for i in range(start, end)], 11)
 if state.is_main_process:
     print(state.num_processes, state.distributed_type, squares, flush=True)
-launch.finish_distributed()  # as stackllama's main() does after every successful command
+ranks.finish_distributed()  # as stackllama's main() does after every successful command
 """
 
 LAUNCHING_PARENT = """
 import json, sys
-from stackllama_cli import launch
+from stackllama_cli.dist import relaunch as launch
 real = launch.build_launch_argv  # the real argv, with our module swapped for the target script
 launch.build_launch_argv = lambda *a, **k: real(*a, **k)[:-3] + [sys.argv[1]]
 launch.relaunch_if_needed(launch.LaunchOptions(**json.loads(sys.argv[2])), args=["sft"])

@@ -17,10 +17,10 @@ PPO_ARGS = ["--steps", "4", "--batch-size", "4", "--mini-batch-size", "2", "--pp
 @pytest.fixture(scope="module")
 def models(tiny_model_dir, sample_data_dir, tmp_path_factory):
     """A tiny SFT adapter and a tiny reward adapter on top of it, as the real pipeline makes them."""
-    from stackllama_cli.training.reward import RewardConfig
-    from stackllama_cli.training.reward import run as run_rm
-    from stackllama_cli.training.sft import SftConfig
-    from stackllama_cli.training.sft import run as run_sft
+    from stackllama_cli.stages.reward import RewardConfig
+    from stackllama_cli.stages.reward import run as run_rm
+    from stackllama_cli.stages.sft import SftConfig
+    from stackllama_cli.stages.sft import run as run_sft
 
     root = tmp_path_factory.mktemp("ppo-models")
     run_sft(SftConfig(model=str(tiny_model_dir), data=str(sample_data_dir), output=str(root / "sft"), max_steps=2,
@@ -63,8 +63,9 @@ def test_outputs_and_finite_metrics(ppo_run):
 
 
 def test_lora_and_value_head_trained_reference_untouched(ppo_run, models, tiny_model_dir):
-    from stackllama_cli.models import load_causal_lm, resolve_model
-    from stackllama_cli.rl.ppo_math import logprobs_from_logits
+    from stackllama_cli.models.load import load_causal_lm
+    from stackllama_cli.models.resolve import resolve_model
+    from stackllama_cli.stages.ppo.math import logprobs_from_logits
 
     start = load_safetensors(ppo_run / "checkpoints" / "step-2" / "adapter" / "adapter_model.safetensors")
     final = load_safetensors(ppo_run / "adapter_model.safetensors")

@@ -157,8 +157,9 @@ def sft_adapter(tiny_model_dir, tmp_path_factory):
 def test_sft_adapter_is_merged_into_the_classifier(sft_adapter, tiny_model_dir, toy_pairs):
     from transformers import AutoModelForCausalLM
 
-    from stackllama_cli.models import load_causal_lm, resolve_model
-    from stackllama_cli.training.reward import RewardConfig, build_classifier
+    from stackllama_cli.models.load import load_causal_lm
+    from stackllama_cli.models.resolve import resolve_model
+    from stackllama_cli.stages.reward import RewardConfig, build_classifier
 
     spec = resolve_model(sft_adapter)
     rm = build_classifier(RewardConfig(model=str(sft_adapter), data=str(toy_pairs)), spec, pad_token_id=0)

@@ -8,7 +8,8 @@ pytestmark = pytest.mark.slow
 def test_alias_converts_and_loads_real_smollm2():
     import torch
 
-    from stackllama_cli.models import load_causal_lm, load_tokenizer, resolve_model
+    from stackllama_cli.models.load import load_causal_lm, load_tokenizer
+    from stackllama_cli.models.resolve import resolve_model
 
     spec = resolve_model("smollm2-135m")
     assert spec.name == "smollm2-135m"

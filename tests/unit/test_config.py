@@ -2,9 +2,9 @@
 
 import pytest
 
-from stackllama_cli.config import build_config, load_config_file
-from stackllama_cli.errors import StackLlamaError
-from stackllama_cli.training.sft import SftConfig
+from stackllama_cli.core.config import build_config, load_config_file
+from stackllama_cli.core.errors import StackLlamaError
+from stackllama_cli.stages.sft import SftConfig
 
 
 def test_file_section_then_cli_override(tmp_path):

@@ -1,13 +1,12 @@
 """Scoring, pairing and splitting: pure functions against hand-computed values."""
 
-import pytest
-
 import math
 
-from stackllama_cli.data.pairs import (ScoredAnswer, all_pairs, answer_score, assign_split, round_half_up,
-                                       select_pairs)
+import pytest
+
+from stackllama_cli.core.errors import StackLlamaError
+from stackllama_cli.data.pairs import ScoredAnswer, all_pairs, answer_score, assign_split, round_half_up, select_pairs
 from stackllama_cli.data.prepare import parse_split_fractions
-from stackllama_cli.errors import StackLlamaError
 
 
 @pytest.mark.parametrize("net, accepted, expected", [

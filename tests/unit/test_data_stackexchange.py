@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.data.prepare import PrepareConfig, build_pairs, plan_site, scan
 from stackllama_cli.data.stackexchange import DumpSource, iter_rows, site_name
-from stackllama_cli.errors import StackLlamaError
 
 # q1: accepted a11 (net 3 -> 2 + 1 = 3), a12 (net 1 -> 1), a13 (net 0 -> 0), a14 (net -2 -> -1),
 #     a15 (net 1 -> 1, ties a12), a16 empty body: 5 scored answers, 10 combinations, 1 tie -> 9 pairs
@@ -74,7 +74,7 @@ def test_max_pairs_caps_and_counts(dump):
 
 
 def test_plan_waits_for_the_bodies_of_each_question(dump):
-    from stackllama_cli.console import progress
+    from stackllama_cli.core.console import progress
 
     source = DumpSource("tiny.stackexchange.com", dump, dump)
     with progress(transient=True) as bar:

@@ -1,6 +1,6 @@
 """Degenerate-response detection on hand-made token sequences."""
 
-from stackllama_cli.rl.degenerate import (
+from stackllama_cli.stages.ppo.degenerate import (
     degenerate_reason,
     max_token_share,
     repeated_ngram_fraction,

@@ -2,13 +2,13 @@
 
 import pytest
 
-from stackllama_cli.errors import StackLlamaError
-from stackllama_cli.launch import (
+from stackllama_cli.core.errors import StackLlamaError
+from stackllama_cli.dist.ranks import effective_batch_size
+from stackllama_cli.dist.relaunch import (
     LaunchOptions,
     build_launch_argv,
     child_env,
     count_visible_gpus,
-    effective_batch_size,
     needs_relaunch,
     resolve_processes,
 )
@@ -111,7 +111,7 @@ def test_machine_rank_must_fit():
 
 
 def test_read_accelerate_config(tmp_path):
-    from stackllama_cli.launch import read_accelerate_config
+    from stackllama_cli.dist.relaunch import read_accelerate_config
 
     (tmp_path / "c.yaml").write_text("distributed_type: DEEPSPEED\nnum_machines: 2\n")
     assert read_accelerate_config(tmp_path / "c.yaml") == {"distributed_type": "DEEPSPEED", "num_machines": 2}
@@ -134,7 +134,7 @@ def test_shipped_configs_are_valid_accelerate_configs(name):
     from accelerate.commands.config.config_args import load_config_from_file
 
     import stackllama_cli
-    from stackllama_cli.launch import read_accelerate_config
+    from stackllama_cli.dist.relaunch import read_accelerate_config
 
     path = Path(stackllama_cli.__file__).parent / "configs" / name
     assert "num_processes" not in read_accelerate_config(path)  # left to --gpus (auto: all visible)
@@ -153,7 +153,7 @@ def test_effective_batch_size():
 
 
 def test_launcher_noise_filter_keeps_rank_output_drops_elastic_dump():
-    from stackllama_cli.launch import LauncherNoise
+    from stackllama_cli.dist.launcher_output import LauncherNoise
 
     lines = [b"step 1/2  reward +0.1\n", b"error: x is not a reward model\n",
              b"W1124 23:05:38.634000 7495 torch/distributed/elastic/multiprocessing/api.py:1028] Sending\n",
@@ -165,10 +165,10 @@ def test_launcher_noise_filter_keeps_rank_output_drops_elastic_dump():
 
 
 def test_batch_description_counts_processes(monkeypatch):
-    from stackllama_cli.training.common import TrainCommon, batch_description
+    from stackllama_cli.dist.ranks import describe_batch
 
     monkeypatch.setenv("WORLD_SIZE", "8")
-    assert batch_description(TrainCommon(batch_size=4, grad_accum=2)) == \
+    assert describe_batch(4, 2) == \
         "effective batch 64 = 4 per device x 8 processes x 2 accumulation"
 
 
@@ -195,7 +195,7 @@ Root Cause (first observed failure):
 
 
 def test_launcher_failure_summary_names_the_root_cause():
-    from stackllama_cli.launch import LauncherNoise
+    from stackllama_cli.dist.launcher_output import LauncherNoise
 
     noise = LauncherNoise()
     assert not any(noise.keep(line.encode() + b"\n") for line in ROOT_CAUSE.splitlines())
@@ -213,7 +213,7 @@ def test_launcher_failure_summary_names_the_root_cause():
 
 
 def test_shipped_configs_by_name(tmp_path, monkeypatch):
-    from stackllama_cli.launch import CONFIGS_DIR, resolve_accelerate_config
+    from stackllama_cli.dist.relaunch import CONFIGS_DIR, resolve_accelerate_config
 
     monkeypatch.chdir(tmp_path)
     assert resolve_accelerate_config("deepspeed-zero3-offload") == CONFIGS_DIR / "deepspeed-zero3-offload.yaml"
@@ -228,7 +228,7 @@ def test_shipped_configs_by_name(tmp_path, monkeypatch):
 def test_relaunch_if_needed_never_relaunches_a_rank(monkeypatch):
     import subprocess
 
-    from stackllama_cli import launch
+    from stackllama_cli.dist import relaunch as launch
 
     def no_child(*a, **k):
         raise AssertionError("relaunched twice")
@@ -242,8 +242,8 @@ def test_relaunch_if_needed_never_relaunches_a_rank(monkeypatch):
 
 
 def test_one_process_runs_in_place(monkeypatch):
-    from stackllama_cli import launch
-    from stackllama_cli.options import launch_from_params
+    from stackllama_cli.cli.options import launch_from_params
+    from stackllama_cli.dist import relaunch as launch
 
     for var in ("LOCAL_RANK", "WORLD_SIZE", "RANK", "STACKLLAMA_LAUNCHED", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
         monkeypatch.delenv(var, raising=False)
@@ -255,7 +255,7 @@ def test_one_process_runs_in_place(monkeypatch):
 
 
 def test_relay_shows_progress_redraws_at_once_and_drops_noise_split_across_chunks():
-    from stackllama_cli.launch import LauncherNoise
+    from stackllama_cli.dist.launcher_output import LauncherNoise
 
     noise = LauncherNoise()
     # Rich redraws a progress bar with \r and no newline: each redraw must show at once
@@ -276,7 +276,7 @@ def test_relay_shows_progress_redraws_at_once_and_drops_noise_split_across_chunk
 
 
 def test_describe_batch(monkeypatch):
-    from stackllama_cli.launch import describe_batch
+    from stackllama_cli.dist.ranks import describe_batch
 
     assert describe_batch(4, 2, processes=8) == "effective batch 64 = 4 per device x 8 processes x 2 accumulation"
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -285,7 +285,7 @@ def test_describe_batch(monkeypatch):
 
 @pytest.mark.parametrize("n, world", [(10, 3), (2, 4), (0, 2), (7, 1), (89, 8)])
 def test_shard_bounds_cover_every_item_once_in_order(n, world):
-    from stackllama_cli.launch import shard_bounds
+    from stackllama_cli.dist.ranks import shard_bounds
 
     bounds = [shard_bounds(n, r, world) for r in range(world)]
     assert [i for a, b in bounds for i in range(a, b)] == list(range(n))

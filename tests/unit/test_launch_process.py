@@ -14,7 +14,7 @@ from tests.conftest import REPO
 # The parent: our relaunch code, with `accelerate launch ...` replaced by CHILD_CODE.
 PARENT = textwrap.dedent("""
     import sys
-    from stackllama_cli import launch
+    from stackllama_cli.dist import relaunch as launch
     launch.count_visible_gpus = lambda env: 0
     launch.build_launch_argv = lambda *a, **k: [sys.executable, "-c", sys.argv[1]]
     launch.relaunch_if_needed(launch.LaunchOptions(cpu_processes=2), args=["sft"])

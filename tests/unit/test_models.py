@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from stackllama_cli.errors import StackLlamaError
-from stackllama_cli.models import ModelSpec, make_adapter_portable, resolve_model, resolve_precision
+from stackllama_cli.core.errors import StackLlamaError
+from stackllama_cli.models.load import resolve_precision
+from stackllama_cli.models.resolve import ModelSpec, make_adapter_portable, resolve_model
 
 
 def test_local_model_dir(tiny_model_dir):
@@ -70,7 +71,7 @@ def test_adapter_chain_loads_with_inner_adapter_merged(tmp_path, tiny_model_dir)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from stackllama_cli.models import load_causal_lm
+    from stackllama_cli.models.load import load_causal_lm
 
     torch.manual_seed(0)
     paths = []

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from stackllama_cli.rl.ppo_math import (
+from stackllama_cli.stages.ppo.math import (
     AdaptiveKLController,
     FixedKLController,
     entropy_from_logits,

@@ -2,7 +2,7 @@
 
 import datasets
 
-from stackllama_cli.training.reward import tokenize_pairs
+from stackllama_cli.stages.reward import tokenize_pairs
 
 EOS = 0
 

@@ -2,8 +2,8 @@
 
 import torch
 
-from stackllama_cli.rl.ppo_math import gae, kl_estimate, per_token_rewards, policy_loss
-from stackllama_cli.rl.rollout import response_mask
+from stackllama_cli.stages.ppo.math import gae, kl_estimate, per_token_rewards, policy_loss
+from stackllama_cli.stages.ppo.rollout import response_mask
 
 EOS = 0
 

@@ -1,0 +1,110 @@
+"""The `stackllama` command line: wiring only.
+
+Each subcommand lives in `stackllama_cli/cli/commands/<name>.py`, builds its stage
+config, relaunches under accelerate when asked for several processes, imports
+its stage lazily and runs it. Nothing here imports torch, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from stackllama_cli import __version__
+from stackllama_cli.cli.commands import demo, eval_rm, generate, merge, ppo, prepare_data, sft, train_rm
+from stackllama_cli.core.errors import DEBUG_ENV, StackLlamaError, debug_enabled, one_line
+
+app = typer.Typer(
+    name="stackllama",
+    help="From a StackExchange dump to a LLaMA-family model tuned with RLHF: "
+    "[bold]prepare-data[/] -> [bold]sft[/] -> [bold]train-rm[/] -> [bold]ppo[/].",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stackllama {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library log messages.")] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # inherited by relaunched worker processes
+    if verbose:
+        os.environ["STACKLLAMA_VERBOSE"] = "1"
+    from stackllama_cli.core.console import setup_logging
+
+    setup_logging(verbose or os.environ.get("STACKLLAMA_VERBOSE") == "1")
+
+
+def reflow(epilog: str) -> str:
+    """Join the source's hard-wrapped lines into paragraphs (Rich keeps every newline of an epilog, so
+    lines wrapped at 120 columns in the code read as ragged ones in an 80-column terminal). Blank lines
+    separate paragraphs; a line indented by spaces (an example) stays a line of its own."""
+    return re.sub(r"(?<=\S)\n(?=[^\s])", " ", epilog)
+
+
+# Each module in cli/commands/ defines `COMMAND` (keyword arguments of `app.command`: name, help, epilog)
+# and `command` (the function). Registered explicitly, in help order.
+COMMAND_MODULES = (prepare_data, sft, train_rm, eval_rm, ppo, merge, generate, demo)
+COMMANDS = [module.__name__.rsplit(".", 1)[1] for module in COMMAND_MODULES]
+for _module in COMMAND_MODULES:
+    app.command(**{**_module.COMMAND, "epilog": reflow(_module.COMMAND.get("epilog", ""))})(_module.command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one-line errors, meaningful exit codes."""
+    try:
+        try:
+            app(args=argv, prog_name="stackllama")
+        except SystemExit as done:  # click ends every successful command with sys.exit(0)
+            if done.code in (0, None):
+                from stackllama_cli.dist.ranks import finish_distributed
+
+                finish_distributed()
+            raise
+    except StackLlamaError as exc:
+        if debug_enabled():
+            raise
+        _print_error(one_line(str(exc)))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug or an unexpected library failure: still one line by default
+        if debug_enabled():
+            raise
+        _print_error(f"{type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for the traceback)")
+        sys.exit(1)
+
+
+def _print_error(message: str) -> None:
+    from rich.text import Text
+
+    from stackllama_cli.core.console import console
+    from stackllama_cli.dist.launcher_output import record_rank_error
+    from stackllama_cli.dist.ranks import is_main_process
+
+    record_rank_error(message)  # ranks > 0 under our launcher: the parent shows it once
+    if is_main_process():
+        console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+
+
+if __name__ == "__main__":
+    main()

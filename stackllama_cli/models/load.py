@@ -1,0 +1,171 @@
+"""Loading what a `ModelSpec` points at: tokenizer, causal LM, reward model; precision and bitsandbytes
+quantisation (models/resolve.py says where the weights are)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stackllama_cli.core.config import check_exclusive
+from stackllama_cli.core.errors import StackLlamaError, UsageError, one_line
+from stackllama_cli.dist.ranks import local_process_index
+from stackllama_cli.models.resolve import ModelSpec, adapter_task_type
+
+REWARD_STATS_FILENAME = "reward_stats.json"
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """'auto' -> bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU.
+
+    bf16 matmuls on CPUs without AMX/AVX-512 are ~15-60x slower than fp32 (measured).
+    """
+    precision = precision.lower()
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise UsageError(f"--precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    if precision != "auto":
+        return precision
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_precision(precision)]
+
+
+def quantization_config(load_in_8bit: bool, load_in_4bit: bool, precision: str = "auto") -> Any | None:
+    """A `BitsAndBytesConfig`, or None. Errors clearly when bitsandbytes cannot run here."""
+    check_exclusive(load_in_8bit, load_in_4bit)
+    if not (load_in_8bit or load_in_4bit):
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except Exception as exc:  # ImportError, or a backend that fails to initialise
+        raise StackLlamaError(f"--load-in-{'8' if load_in_8bit else '4'}bit needs a working bitsandbytes "
+                              f"({one_line(exc)}); install it or drop the flag") from None
+    if load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch_dtype(precision))
+
+
+def device_map_for(quantized: bool) -> dict | None:
+    """Quantised weights are placed at load time: this process's GPU, or the CPU."""
+    if not quantized:
+        return None
+    import torch
+
+    return {"": local_process_index()} if torch.cuda.is_available() else {"": "cpu"}
+
+
+def load_tokenizer(spec: ModelSpec, padding_side: str = "right", trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise StackLlamaError(f"cannot load the tokenizer of {spec.name}: {one_line(exc, 200)}") from None
+    if tokenizer.eos_token is None:
+        raise StackLlamaError(f"the tokenizer of {spec.name} has no EOS token")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def merge_inner_adapters(model, spec: ModelSpec):
+    """Fold the adapters under `spec.adapter` (e.g. SFT under PPO) into the base weights, innermost first."""
+    if not spec.merged_adapters:
+        return model
+    from peft import PeftConfig, PeftModel
+
+    for adapter in spec.merged_adapters:
+        config = PeftConfig.from_pretrained(adapter)
+        if not hasattr(model, "prepare_inputs_for_generation"):
+            # A causal-LM adapter under a classifier: peft's task wrapper would need generation
+            # methods; the plain wrapper merges the same decoder weights.
+            config.task_type = None
+        model = PeftModel.from_pretrained(model, adapter, config=config).merge_and_unload()
+    return model
+
+
+def _from_pretrained(auto_cls, spec: ModelSpec, **kwargs):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own Rich progress and messages instead of tqdm bars
+    try:
+        return auto_cls.from_pretrained(spec.path, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        hint = " (no network: hub ids only work where the hub is reachable or cached)" if spec.is_hub else ""
+        raise StackLlamaError(f"cannot load model {spec.name}{hint}: {one_line(exc, 200)}") from None
+
+
+def load_causal_lm(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool = False,
+                   load_in_4bit: bool = False, trust_remote_code: bool = False, merge_adapter: bool = True):
+    """A causal LM; an adapter in `spec` is merged (full-precision base) or attached (quantised base)."""
+    from transformers import AutoModelForCausalLM
+
+    quant = quantization_config(load_in_8bit, load_in_4bit, precision)
+    model = _from_pretrained(AutoModelForCausalLM, spec, dtype=torch_dtype(precision), quantization_config=quant,
+                             device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code)
+    model = merge_inner_adapters(model, spec)
+    if spec.adapter:
+        kind = adapter_task_type(spec.adapter)
+        if kind not in (None, "CAUSAL_LM"):
+            raise StackLlamaError(f"{spec.adapter} is a {kind} adapter, not a causal-LM one")
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, spec.adapter)
+        if merge_adapter and quant is None:
+            model = model.merge_and_unload()
+    return model
+
+
+def load_reward_model(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool = False,
+                      load_in_4bit: bool = False, trust_remote_code: bool = False, pad_token_id: int | None = None,
+                      merge_adapter: bool = True):
+    """A one-output sequence classifier: a train-rm adapter or a merged reward model."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    if spec.adapter:
+        kind = adapter_task_type(spec.adapter)
+        if kind != "SEQ_CLS":
+            raise StackLlamaError(f"{spec.name} is not a reward model: its adapter task is {kind}, not SEQ_CLS")
+    else:
+        config = _from_pretrained(AutoConfig, spec, trust_remote_code=trust_remote_code)
+        archs = config.architectures or []
+        if not any(a.endswith("ForSequenceClassification") for a in archs) or config.num_labels != 1:
+            raise StackLlamaError(f"{spec.name} is not a reward model (a sequence classifier with one output); "
+                                  "train one with 'stackllama train-rm'")
+    quant = quantization_config(load_in_8bit, load_in_4bit, precision)
+    model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=1,
+                             dtype=torch_dtype(precision), quantization_config=quant,
+                             device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code)
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    # A causal-LM adapter (SFT) under the reward adapter: its LoRA weights target the
+    # shared decoder (`model.layers...`), so they merge into the classifier's decoder too.
+    model = merge_inner_adapters(model, spec)
+    if spec.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, spec.adapter)
+        if merge_adapter and quant is None:
+            model = model.merge_and_unload()
+    model.eval()
+    return model
+
+
+def load_reward_stats(spec: ModelSpec) -> dict | None:
+    """Mean/std of training rewards saved by train-rm, used by PPO to normalise rewards."""
+    for directory in filter(None, (spec.adapter, spec.path)):
+        path = Path(directory) / REWARD_STATS_FILENAME
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None

@@ -1,0 +1,148 @@
+"""A self-contained HTML report of a pipeline run: numbers, curves (embedded PNG), answers side by side.
+
+Reads only files the stages write, so it can be rebuilt for any run directory.
+Everything is inline (CSS, images as data URIs): the file renders offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;
+color:#1b1f24;background:#fff}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.3em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d0d7de;padding:.35em .6em;vertical-align:top;
+text-align:left}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.answers td{width:25%;font-size:.9em;white-space:pre-wrap}.muted{color:#57606a}.good{color:#1a7f37}.bad{color:#cf222e}
+img{max-width:100%;border:1px solid #d0d7de}.reward{font-weight:600;display:block;margin-top:.4em}
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def kv_table(rows: dict[str, Any]) -> str:
+    body = "".join(f"<tr><th>{esc(k)}</th><td class=num>{esc(fmt(v))}</td></tr>" for k, v in rows.items())
+    return f"<table>{body}</table>"
+
+
+def grid_table(header: list[str], rows: Iterable[list[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table class='{cls}'><tr>{head}</tr>{body}</table>"
+
+
+def png_data_uri(records: list[dict], series: list[tuple[str, str]], title: str) -> str | None:
+    """Plot `series` from metric records into an in-memory PNG data URI (None when nothing to plot)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_curves(records, Path(tmp) / "plot.png", series, title)
+        if path is None:
+            return None
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def img(uri: str | None, alt: str) -> str:
+    return f"<img alt='{esc(alt)}' src='{uri}'>" if uri else f"<p class=muted>No {esc(alt)} recorded.</p>"
+
+
+def load_metrics(stage_dir: Path) -> list[dict]:
+    path = stage_dir / METRICS_FILENAME
+    return read_jsonl(path) if path.is_file() else []
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def answers_table(answers: dict[str, list[dict]], limit: int = 6) -> str:
+    """Rows = questions, columns = models; each cell the response and its reward."""
+    models = [m for m, rows in answers.items() if rows]
+    if not models:
+        return "<p class=muted>No answers generated.</p>"
+    questions = [r["question"] for r in answers[models[0]]][:limit]
+    by_model = {m: {r["question"]: r for r in rows} for m, rows in answers.items()}
+    rows = []
+    for q in questions:
+        cells = [esc(q)]
+        for m in models:
+            r = by_model[m].get(q, {})
+            reward = r.get("reward")
+            reward_html = f"<span class=reward>reward {reward:.3f}</span>" if isinstance(reward, (int, float)) else ""
+            cells.append(esc(r.get("response", "")) + reward_html)
+        rows.append(cells)
+    means = []
+    for m in models:
+        rewards = [r["reward"] for r in answers[m] if isinstance(r.get("reward"), (int, float))]
+        means.append(f"{m} {sum(rewards) / len(rewards):.3f}" if rewards else f"{m} -")
+    return (f"<p>Mean reward: {esc(', '.join(means))}</p>"
+            + grid_table(["question", *models], rows, cls="answers"))
+
+
+def build_report(run_dir: Path, stage_times: dict[str, float], answers: dict[str, list[dict]]) -> str:
+    """The whole HTML document for a demo/pipeline run directory."""
+    data_stats = load_json(run_dir / "data" / "stats.json") or {}
+    rm_eval = load_json(run_dir / "eval-rm.json") or {}
+    sections = ["<h1>stackllama run report</h1>",
+                f"<p class=muted>{esc(run_dir.resolve())}</p>",
+                "<h2>Stages</h2>",
+                kv_table({k: f"{v:.1f} s" for k, v in stage_times.items()})]
+
+    sections += ["<h2>Data</h2>", kv_table(_flatten(data_stats)) if data_stats else "<p class=muted>none</p>"]
+
+    sft = load_metrics(run_dir / "sft")
+    sections += ["<h2>Supervised fine-tuning</h2>",
+                 img(png_data_uri(sft, [("loss", "train loss"), ("eval_loss", "eval loss")], "SFT loss"),
+                     "SFT loss curve")]
+
+    sections.append("<h2>Reward model</h2>")
+    if rm_eval:
+        acc, length = rm_eval.get("accuracy"), rm_eval.get("length_rule_accuracy")
+        verdict = ""
+        if isinstance(acc, (int, float)) and isinstance(length, (int, float)):
+            cls, word = ("good", "beats") if acc > length else ("bad", "does not beat")
+            verdict = f"<p class={cls}>The reward model {word} the length rule ({acc:.3f} vs {length:.3f}).</p>"
+        sections += [verdict, kv_table({k: v for k, v in _flatten(rm_eval).items() if not isinstance(v, list)})]
+    rm = load_metrics(run_dir / "reward")
+    sections.append(img(png_data_uri(rm, [("loss", "train loss"), ("eval_accuracy", "eval accuracy")],
+                                     "Reward model training"), "reward model curves"))
+
+    ppo = load_metrics(run_dir / "ppo")
+    sections += ["<h2>PPO</h2>",
+                 img(png_data_uri(ppo, [("reward_mean", "reward"), ("kl", "KL (k1)"), ("beta", "beta")], "PPO"),
+                     "PPO curves")]
+    if ppo:
+        first, last = ppo[0], ppo[-1]
+        sections.append(kv_table({"steps": len(ppo), "reward (first step)": first.get("reward_mean"),
+                                  "reward (last step)": last.get("reward_mean"), "KL (last step)": last.get("kl"),
+                                  "beta (last step)": last.get("beta")}))
+
+    sections += ["<h2>Answers to held-out questions</h2>", answers_table(answers)]
+    body = "\n".join(s for s in sections if s)
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>stackllama report</title>"
+            f"<style>{CSS}</style></head><body>{body}</body></html>\n")
+
+
+def _flatten(obj: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

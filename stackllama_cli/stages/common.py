@@ -1,0 +1,135 @@
+"""What the Trainer-based stages (sft, train-rm) share: the common options (`TrainCommon`), the
+TrainingArguments they map to, the LoRA config, checkpoints and callbacks.
+
+PPO has its own loop (stages/ppo/) but the same output-dir rules (core/files.py) and metrics log
+(core/metrics.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from stackllama_cli.core.config import check_exclusive, require
+from stackllama_cli.core.files import CHECKPOINTS_DIRNAME
+from stackllama_cli.core.metrics import METRICS_FILENAME
+
+
+@dataclasses.dataclass
+class TrainCommon:
+    """Options every Trainer-based stage shares. Stage configs subclass this and override defaults."""
+
+    model: str = "smollm2-135m"
+    data: str = "runs/demo/data"
+    output: str = "runs/stage"
+    base: str | None = None
+    max_steps: int = -1  # > 0 overrides epochs
+    epochs: float = 1.0
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "cosine"
+    warmup_steps: float = 0.03  # steps, or a fraction of all steps when below 1
+    weight_decay: float = 0.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    logging_steps: int = 10
+    save_steps: int = 200
+    eval_steps: int = 200
+    save_total_limit: int = 2
+    precision: str = "auto"
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"
+    trust_remote_code: bool = False
+    report_to: str = "none"
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.max_steps > 0 or self.epochs > 0, "give --max-steps or --epochs greater than 0")
+        require(self.learning_rate > 0, "--learning-rate must be positive")
+        require(self.warmup_steps >= 0, "--warmup-steps must be non-negative")
+        if self.warmup_steps >= 1:
+            self.warmup_steps = int(self.warmup_steps)
+        require(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be at least 1")
+        require(self.lora_r >= 1, "--lora-r must be at least 1")
+        require(0.0 <= self.lora_dropout < 1.0, "--lora-dropout must be in [0, 1)")
+        check_exclusive(self.load_in_8bit, self.load_in_4bit, self.resume, self.overwrite)
+        require(self.report_to in ("none", "tensorboard", "wandb", "trackio"),
+                "--report-to must be none, tensorboard, wandb or trackio")
+        for name in ("logging_steps", "save_steps", "eval_steps"):
+            require(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
+
+
+def last_checkpoint(output: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = Path(output) / CHECKPOINTS_DIRNAME
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+
+def precision_kwargs(precision: str) -> dict[str, Any]:
+    """TrainingArguments precision flags; TRL defaults to bf16=True, a trap on CPUs (bf16 matmuls without AMX are 15-60x slower)."""
+    import torch
+
+    from stackllama_cli.models.load import resolve_precision
+
+    resolved = resolve_precision(precision)
+    return {"bf16": resolved == "bf16", "fp16": resolved == "fp16", "use_cpu": not torch.cuda.is_available()}
+
+
+def training_args_kwargs(cfg: TrainCommon, output: Path, has_eval: bool) -> dict[str, Any]:
+    """The TrainingArguments fields common to SFTConfig and RewardConfig."""
+    return dict(
+        output_dir=str(output / CHECKPOINTS_DIRNAME),
+        max_steps=cfg.max_steps,
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps if has_eval else None,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        disable_tqdm=True,  # Rich progress instead (RichProgressCallback)
+        ddp_find_unused_parameters=False,  # LoRA uses every trainable parameter; the search costs a graph pass
+        **precision_kwargs(cfg.precision),
+    )
+
+
+def lora_config(cfg: TrainCommon, task_type: str):
+    from peft import LoraConfig
+
+    targets = cfg.lora_target_modules
+    target_modules = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+                      task_type=task_type, target_modules=target_modules)
+
+
+def install_callbacks(trainer, output: Path, description: str) -> None:
+    """Rich progress + JSONL metrics instead of tqdm and the PrinterCallback (which prints dicts to stdout)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from stackllama_cli.stages.callbacks import JsonlMetricsCallback, RichProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(RichProgressCallback(description))
+    trainer.add_callback(JsonlMetricsCallback(output / METRICS_FILENAME))

@@ -1,0 +1,46 @@
+"""The reward side of PPO: load the reward model, score responses exactly as train-rm trained on them,
+and shape raw scores into the PPO reward (baseline, normalisation, clipping, degenerate penalty)."""
+
+from __future__ import annotations
+
+import torch
+
+from stackllama_cli.core.errors import StackLlamaError
+from stackllama_cli.data.prompts import format_example, reward_batch
+from stackllama_cli.stages.ppo.config import PpoConfig
+
+
+def load_reward(cfg: PpoConfig, device):
+    from stackllama_cli.models.load import load_reward_model, load_reward_stats, load_tokenizer
+    from stackllama_cli.models.resolve import resolve_model
+
+    spec = resolve_model(cfg.reward_model)
+    tokenizer = load_tokenizer(spec, trust_remote_code=cfg.trust_remote_code)
+    model = load_reward_model(spec, precision=cfg.precision, trust_remote_code=cfg.trust_remote_code,
+                              pad_token_id=tokenizer.pad_token_id)
+    stats = load_reward_stats(spec)
+    if cfg.normalize_reward and not (stats and stats.get("std")):
+        raise StackLlamaError(f"--normalize-reward needs reward_stats.json beside {cfg.reward_model} "
+                              "(written by train-rm)")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device), tokenizer, stats
+
+
+@torch.no_grad()
+def score(reward_model, rm_tokenizer, questions: list[str], responses: list[str], max_length: int | None = None
+          ) -> torch.Tensor:
+    """Raw reward-model scores [B] for `Question/Answer` texts, read as in train-rm (EOS last, kept when cut)."""
+    texts = [format_example(q, r) for q, r in zip(questions, responses)]
+    enc = reward_batch(rm_tokenizer, texts, max_length).to(reward_model.device)
+    return reward_model(**enc).logits[:, 0].float()
+
+
+def shape_scores(raw: torch.Tensor, cfg: PpoConfig, stats: dict | None, degenerate: torch.Tensor) -> torch.Tensor:
+    """RM score -> PPO reward: minus baseline, optional normalisation and clipping, degenerate penalty."""
+    scores = raw - cfg.reward_baseline
+    if cfg.normalize_reward and stats:
+        scores = (raw - stats["mean"]) / max(stats["std"], 1e-6) - cfg.reward_baseline
+    if cfg.reward_clip > 0:
+        scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+    return scores - cfg.degenerate_penalty * degenerate.float()
