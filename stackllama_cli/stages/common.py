@@ -15,6 +15,12 @@ from stackllama_cli.core.config import check_exclusive, require
 from stackllama_cli.core.files import CHECKPOINTS_DIRNAME
 from stackllama_cli.core.metrics import METRICS_FILENAME
 
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio")
+
+
+def check_report_to(value: str) -> None:
+    require(value in REPORT_TO, f"--report-to must be one of {', '.join(REPORT_TO)}")
+
 
 @dataclasses.dataclass
 class TrainCommon:
@@ -61,8 +67,7 @@ class TrainCommon:
         require(self.lora_r >= 1, "--lora-r must be at least 1")
         require(0.0 <= self.lora_dropout < 1.0, "--lora-dropout must be in [0, 1)")
         check_exclusive(self.load_in_8bit, self.load_in_4bit, self.resume, self.overwrite)
-        require(self.report_to in ("none", "tensorboard", "wandb", "trackio"),
-                "--report-to must be none, tensorboard, wandb or trackio")
+        check_report_to(self.report_to)
         for name in ("logging_steps", "save_steps", "eval_steps"):
             require(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
 
@@ -114,7 +119,8 @@ def training_args_kwargs(cfg: TrainCommon, output: Path, has_eval: bool) -> dict
     )
 
 
-def lora_config(cfg: TrainCommon, task_type: str):
+def lora_config(cfg, task_type: str):
+    """The LoRA adapter of any stage: `cfg` has lora_r, lora_alpha, lora_dropout, lora_target_modules."""
     from peft import LoraConfig
 
     targets = cfg.lora_target_modules

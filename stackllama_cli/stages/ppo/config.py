@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from stackllama_cli.core.config import check_exclusive, require
+from stackllama_cli.stages.common import check_report_to
 
 
 @dataclasses.dataclass
@@ -80,5 +81,6 @@ class PpoConfig:
                 "--top-k >= 0, 0 < --top-p <= 1 and --temperature > 0")
         require(self.max_prompt_length >= 4, "--max-prompt-length must be at least 4")
         require(self.save_every >= 1 and self.log_samples >= 0, "--save-every >= 1 and --log-samples >= 0")
+        check_report_to(self.report_to)
         check_exclusive(self.load_in_8bit, self.load_in_4bit, self.resume, self.overwrite)
         require(self.ratio_threshold > 1, "--ratio-threshold must be above 1")

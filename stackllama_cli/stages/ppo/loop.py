@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from stackllama_cli.core.config import save_config
+from stackllama_cli.core.config import save_config, to_dict
 from stackllama_cli.core.console import console, info, summary_table
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.core.files import prepare_output_dir, publish, write_json
@@ -42,7 +42,10 @@ def run(cfg: PpoConfig) -> dict:
     
 
     out = prepare_output_dir_ppo(cfg)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
+    if cfg.report_to != "none":
+        accelerator.init_trackers("stackllama-ppo", config=to_dict(cfg))
     world, rank = accelerator.num_processes, accelerator.process_index
     spec = resolve_model(cfg.model)
     tokenizer = load_tokenizer(spec, padding_side="left", trust_remote_code=cfg.trust_remote_code)
@@ -121,6 +124,8 @@ def run(cfg: PpoConfig) -> dict:
         history.append(record["reward_mean"])
         last_kl = record["kl"]
         metrics_log.write(record)
+        if cfg.report_to != "none":
+            accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step + 1)
         print_step(record, cfg.steps)
         if cfg.log_samples and (step + 1) % cfg.log_samples == 0 or step == start_step:
             log_samples(samples_log, step + 1, questions, rollout.texts, raw.tolist(), reasons)
@@ -148,6 +153,7 @@ def run(cfg: PpoConfig) -> dict:
         make_adapter_portable(tmp, spec)
 
     publish(save, out)
+    accelerator.end_training()
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []
     summary = summarise(records, dropped, len(prompts))
     if is_main_process():

@@ -54,9 +54,10 @@ class PolicyWithValueHead(nn.Module):
 
 def build_policy(cfg, spec) -> PolicyWithValueHead:
     """SFT weights (adapters merged) + a fresh trainable LoRA adapter, wrapped with a value head."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     from stackllama_cli.models.load import load_causal_lm
+    from stackllama_cli.stages.common import lora_config
 
     inner = spec.merged_adapters + ((spec.adapter,) if spec.adapter else ())
     base_spec = dataclasses.replace(spec, adapter=None, merged_adapters=inner)
@@ -65,9 +66,10 @@ def build_policy(cfg, spec) -> PolicyWithValueHead:
     if cfg.load_in_8bit or cfg.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
-        lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=False)
+        lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.enable_input_require_grads()
     torch.manual_seed(cfg.seed)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
-                      task_type="CAUSAL_LM", target_modules="all-linear")
-    policy = get_peft_model(lm, lora)
+    policy = get_peft_model(lm, lora_config(cfg, "CAUSAL_LM"))
     return PolicyWithValueHead(policy, lm.config.get_text_config().hidden_size, seed=cfg.seed)
