@@ -43,13 +43,25 @@ def _root(
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library log messages.")] = False,
+    log_format: Annotated[Optional[str], typer.Option(
+        "--log-format", metavar="auto|rich|plain|json", show_default=False,
+        help="How progress and messages read on stderr: rich (live bars), plain (one line per update: logs, "
+        "nohup, CI), json (one JSON object per line, for log collectors); auto (default): rich on a terminal, "
+        "plain otherwise. Env: STACKLLAMA_LOG_FORMAT.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors, warnings and the final summary on "
+                                        "stderr. Env: STACKLLAMA_QUIET=1.")] = False,
 ) -> None:
+    from stackllama_cli.core.console import LOG_FORMAT_ENV, QUIET_ENV, configure, setup_logging
+
     if debug:
         os.environ[DEBUG_ENV] = "1"  # inherited by relaunched worker processes
     if verbose:
         os.environ["STACKLLAMA_VERBOSE"] = "1"
-    from stackllama_cli.core.console import setup_logging
-
+    configure(log_format, quiet or None)  # a bad --log-format: a usage error before anything runs
+    if log_format is not None:  # inherited like --debug: relaunched ranks and demo's stages report the same way
+        os.environ[LOG_FORMAT_ENV] = log_format
+    if quiet:
+        os.environ[QUIET_ENV] = "1"
     setup_logging(verbose or os.environ.get("STACKLLAMA_VERBOSE") == "1")
 
 
@@ -95,15 +107,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _print_error(message: str) -> None:
-    from rich.text import Text
-
-    from stackllama_cli.core.console import console
+    from stackllama_cli.core.console import error
     from stackllama_cli.dist.launcher_output import record_rank_error
     from stackllama_cli.dist.ranks import is_main_process
 
     record_rank_error(message)  # ranks > 0 under our launcher: the parent shows it once
     if is_main_process():
-        console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+        error(message)
 
 
 if __name__ == "__main__":

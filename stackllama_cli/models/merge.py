@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from stackllama_cli.core.console import info
+from stackllama_cli.core.console import info, progress
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.core.files import atomic_dir
 from stackllama_cli.models.load import REWARD_STATS_FILENAME
@@ -47,20 +47,25 @@ def merge(adapter: str, output: str, base: str | None = None, overwrite: bool = 
     kind = adapter_task_type(spec.adapter) or "CAUSAL_LM"
     if kind not in ("CAUSAL_LM", "SEQ_CLS"):
         raise StackLlamaError(f"cannot merge a {kind} adapter: only causal-LM and sequence-classification ones")
-    model, tokenizer = _load(spec, kind)
-    expected = _logits(model, tokenizer)
-    merged = model.merge_and_unload()
-    with atomic_dir(output, overwrite=overwrite) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        stats = Path(spec.adapter) / REWARD_STATS_FILENAME
-        if stats.is_file():
-            shutil.copy(stats, tmp / REWARD_STATS_FILENAME)
-        reloaded, _ = _load(spec, kind, merged_dir=tmp)
-        diff = float((_logits(reloaded, tokenizer) - expected).abs().max())
-        if diff > 1e-3:
-            raise StackLlamaError(f"merged model differs from base + adapter (max |logit diff| {diff:.3g}); "
-                                  "nothing was written")
+    with progress(transient=True) as bar:  # minutes for a large model: say which phase it is in
+        task = bar.add_task("merge: load base + adapter", total=3, extra="phases")
+        model, tokenizer = _load(spec, kind)
+        expected = _logits(model, tokenizer)
+        merged = model.merge_and_unload()
+        bar.update(task, advance=1, description="merge: save")
+        with atomic_dir(output, overwrite=overwrite) as tmp:
+            merged.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            stats = Path(spec.adapter) / REWARD_STATS_FILENAME
+            if stats.is_file():
+                shutil.copy(stats, tmp / REWARD_STATS_FILENAME)
+            bar.update(task, advance=1, description="merge: reload and check")
+            reloaded, _ = _load(spec, kind, merged_dir=tmp)
+            diff = float((_logits(reloaded, tokenizer) - expected).abs().max())
+            if diff > 1e-3:
+                raise StackLlamaError(f"merged model differs from base + adapter (max |logit diff| {diff:.3g}); "
+                                      "nothing was written")
+            bar.advance(task)
     info(f"Merged {kind} adapter {spec.adapter} into {spec.path} -> [bold]{output}[/] "
          f"(max |logit diff| vs base + adapter: {diff:.2e})")
     return {"output": str(output), "task": kind, "base": spec.path, "adapter": spec.adapter,

@@ -113,7 +113,7 @@ def training_args_kwargs(cfg: TrainCommon, output: Path, has_eval: bool) -> dict
         eval_strategy="steps" if has_eval else "no",
         eval_steps=cfg.eval_steps if has_eval else None,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
-        disable_tqdm=True,  # Rich progress instead (RichProgressCallback)
+        disable_tqdm=True,  # our progress instead (stages/callbacks.py)
         ddp_find_unused_parameters=False,  # LoRA uses every trainable parameter; the search costs a graph pass
         **precision_kwargs(cfg.precision),
     )
@@ -129,13 +129,18 @@ def lora_config(cfg, task_type: str):
                       task_type=task_type, target_modules=target_modules)
 
 
-def install_callbacks(trainer, output: Path, description: str) -> None:
-    """Rich progress + JSONL metrics instead of tqdm and the PrinterCallback (which prints dicts to stdout)."""
+def install_callbacks(trainer, output: Path, description: str, max_minutes: float = 0.0):
+    """Our progress + JSONL metrics instead of tqdm and the PrinterCallback (which prints dicts to stdout), and a
+    time budget when `max_minutes` > 0 (returned: it says where it stopped; the progress ETA counts with it)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from stackllama_cli.stages.callbacks import JsonlMetricsCallback, RichProgressCallback
+    from stackllama_cli.stages.callbacks import JsonlMetricsCallback, TimeBudgetCallback, TrainProgressCallback
 
+    budget = TimeBudgetCallback(max_minutes) if max_minutes > 0 else None
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(RichProgressCallback(description))
+    trainer.add_callback(TrainProgressCallback(description, budget))
     trainer.add_callback(JsonlMetricsCallback(output / METRICS_FILENAME))
+    if budget is not None:
+        trainer.add_callback(budget)
+    return budget

@@ -155,13 +155,7 @@ def run(cfg: RewardConfig) -> dict:
     trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict(train_ids),
                             eval_dataset=eval_ds, processing_class=tokenizer,
                             peft_config=lora_config(cfg, "SEQ_CLS"))
-    install_callbacks(trainer, out, "train-rm")
-    budget = None
-    if cfg.max_minutes > 0:
-        from stackllama_cli.stages.callbacks import TimeBudgetCallback
-
-        budget = TimeBudgetCallback(cfg.max_minutes)
-        trainer.add_callback(budget)
+    budget = install_callbacks(trainer, out, "train-rm", max_minutes=cfg.max_minutes)
 
     # 4. train
     start = time.time()
