@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from stackllama_cli import __version__
-from stackllama_cli.cli.commands import demo, eval_rm, generate, merge, ppo, prepare_data, sft, train_rm
+from stackllama_cli.cli.commands import demo, env, eval_rm, generate, merge, ppo, prepare_data, sft, train_rm
 from stackllama_cli.core.errors import DEBUG_ENV, StackLlamaError, debug_enabled, one_line
 
 app = typer.Typer(
@@ -74,7 +74,7 @@ def reflow(epilog: str) -> str:
 
 # Each module in cli/commands/ defines `COMMAND` (keyword arguments of `app.command`: name, help, epilog)
 # and `command` (the function). Registered explicitly, in help order.
-COMMAND_MODULES = (prepare_data, sft, train_rm, eval_rm, ppo, merge, generate, demo)
+COMMAND_MODULES = (prepare_data, sft, train_rm, eval_rm, ppo, merge, generate, demo, env)
 COMMANDS = [module.__name__.rsplit(".", 1)[1] for module in COMMAND_MODULES]
 for _module in COMMAND_MODULES:
     app.command(**{**_module.COMMAND, "epilog": reflow(_module.COMMAND.get("epilog", ""))})(_module.command)
