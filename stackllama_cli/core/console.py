@@ -174,6 +174,7 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
         force=True,
     )
+    logging.captureWarnings(mode() == "json")  # Python's warnings, else written raw, become JSON events too
     quiet_libraries(verbose)
 
 

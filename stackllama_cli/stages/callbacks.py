@@ -133,7 +133,7 @@ class TrainProgressCallback(TrainerCallback):
         base = {"stage": self.stage, "step": state.global_step, "total": state.max_steps,
                 "elapsed_s": round(now - self.start, 3)}
         if "loss" in logs:
-            fields = {**logs, **base, **self._rates(state.global_step, logs.get("num_tokens"), now)}
+            fields = {**base, **logs, **self._rates(state.global_step, logs.get("num_tokens"), now)}
             seconds, fields["eta_limit"] = self._eta(state.global_step, state.max_steps, now)
             fields["eta_s"] = None if seconds is None else round(seconds, 3)
             event, text = "progress", train_line(self.stage, fields)
@@ -141,7 +141,7 @@ class TrainProgressCallback(TrainerCallback):
             if fields.get("tokens_per_second") is not None:
                 self.shown["tok/s"] = f"{fields['tokens_per_second']:.0f}"
         elif any(key.startswith("eval_") for key in logs):
-            fields = {**logs, **base}
+            fields = {**base, **logs}
             event, text = "eval", eval_line(self.stage, fields)
             self.shown.update({f"eval {label}": f"{logs[key]:.4g}" for key, label in EVAL_FIGURES if key in logs})
         else:

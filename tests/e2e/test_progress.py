@@ -56,9 +56,20 @@ def test_log_format_json_lines_all_parse(tiny_model_dir, sample_data_dir, tmp_pa
     assert all("time" in e for e in events)
 
 
-def test_quiet_prints_only_the_summary(tmp_path, run_cli, monkeypatch):
+@pytest.fixture
+def root_env(monkeypatch):
+    """The root options export STACKLLAMA_LOG_FORMAT / STACKLLAMA_QUIET: start without them, and after the test
+    put both the environment and the console's mode back."""
     for name in ROOT_ENV:
-        monkeypatch.delenv(name, raising=False)  # the root options export these; restored after the test
+        monkeypatch.delenv(name, raising=False)
+    yield
+    monkeypatch.undo()
+    from stackllama_cli.core.console import configure
+
+    configure()
+
+
+def test_quiet_prints_only_the_summary(tmp_path, run_cli, root_env):
     loud = run_cli("prepare-data", "--output", tmp_path / "loud")
     assert loud.exit_code == 0, loud
     assert re.search(r"^scan \S+ [\d.]+/[\d.]+ MiB", loud.stderr, re.M), loud.stderr  # plain progress lines
@@ -70,7 +81,6 @@ def test_quiet_prints_only_the_summary(tmp_path, run_cli, monkeypatch):
     assert error.exit_code == 1 and error.stderr.startswith("error:")
 
 
-def test_bad_log_format_is_a_usage_error(run_cli, monkeypatch):
-    monkeypatch.delenv("STACKLLAMA_LOG_FORMAT", raising=False)
+def test_bad_log_format_is_a_usage_error(run_cli, root_env):
     result = run_cli("--log-format", "fancy", "prepare-data", "--help")
     assert result.exit_code == 2 and "--log-format" in result.stderr
