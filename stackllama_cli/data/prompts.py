@@ -9,17 +9,23 @@ one way a reward model reads a text (the same in train-rm, eval-rm and ppo).
 from __future__ import annotations
 
 QUESTION_PREFIX = "Question: "
-ANSWER_PREFIX = "\n\nAnswer: "
+ANSWER_PREFIX = "\n\nAnswer:"
 
 
 def format_prompt(question: str) -> str:
-    """The text a model continues: question plus the answer header."""
+    """The text a model continues: question plus the answer header, ending at "Answer:".
+
+    The answer brings its own leading space (format_example), so a prompt's tokens are exactly the
+    first tokens of every training text: BPE tokenizers read "Answer: The" as ":" + " The", and a
+    prompt ending in "Answer: " would end on a lone-space token that training never put there.
+    """
     return f"{QUESTION_PREFIX}{question.strip()}{ANSWER_PREFIX}"
 
 
 def format_example(question: str, answer: str) -> str:
-    """A full training text: prompt followed by the answer."""
-    return format_prompt(question) + answer.strip()
+    """A full training text: prompt, a space, the answer."""
+    answer = answer.strip()
+    return format_prompt(question) + (" " + answer if answer else "")
 
 
 def reward_token_ids(ids: list[int], eos_token_id: int, max_length: int | None = None) -> list[int]:

@@ -11,13 +11,17 @@ from stackllama_cli.stages.ppo.math import (
     entropy_from_logits,
     gae,
     kl_estimate,
+    kl_loss,
     last_token_index,
     logprobs_from_logits,
     masked_mean,
     masked_var,
     masked_whiten,
+    normalise_scores,
     per_token_rewards,
     policy_loss,
+    score_stats,
+    value_head_from_score_head,
     value_loss,
 )
 
@@ -41,8 +45,22 @@ def test_kl_estimators():
     # k3 = (r - 1) - log r, r = p_ref / p: r = 0.5 -> 0.5 - 1 + log 2; r = 2 -> 1 - log 2
     assert torch.allclose(kl_estimate(logp, ref, "k3"), T([-0.5 + math.log(2), 1 - math.log(2)]))
     assert torch.allclose(kl_estimate(logp, ref, "abs"), T([math.log(2), math.log(2)]))
+    # k2 = (log p - log p_ref)^2 / 2
+    assert torch.allclose(kl_estimate(logp, ref, "k2"), T([0.5 * math.log(2) ** 2, 0.5 * math.log(2) ** 2]))
     with pytest.raises(ValueError):
-        kl_estimate(logp, ref, "k2")
+        kl_estimate(logp, ref, "k5")
+
+
+def test_kl_loss_value_gradient_and_clamp():
+    logp = T([[math.log(0.5), math.log(0.2)]], requires_grad=True)
+    ref, mask = T([[math.log(0.25), math.log(0.4)]]), T([[1.0, 0.0]])
+    loss = kl_loss(logp, ref, mask, "k3")  # only token 0: r = p_ref / p = 0.5 -> 0.5 - 1 + log 2
+    assert loss.item() == pytest.approx(math.log(2) - 0.5)
+    loss.backward()  # d/dlogp [exp(ref - logp) - 1 + logp - ref] = 1 - r = 0.5; the padding token gets 0
+    assert torch.allclose(logp.grad, T([[0.5, 0.0]]))
+    assert kl_loss(logp, ref, mask, "k2").item() == pytest.approx(0.5 * math.log(2) ** 2)
+    far = kl_loss(T([[15.0]]), T([[0.0]]), T([[1.0]]), "k2")  # log ratio clamped to 10
+    assert far.item() == pytest.approx(50.0)
 
 
 def test_per_token_rewards_put_score_on_last_real_token():
@@ -91,6 +109,36 @@ def test_logprobs_and_entropy():
     logits = torch.log(T([[[0.5, 0.25, 0.25]]]))
     assert logprobs_from_logits(logits, T([[1]])).item() == pytest.approx(math.log(0.25))
     assert entropy_from_logits(logits).item() == pytest.approx(-(0.5 * math.log(0.5) + 0.5 * math.log(0.25)))
+    # at temperature 0.5: softmax(2 log p) is p^2 renormalised: (0.25, 0.0625, 0.0625) / 0.375 = (2/3, 1/6, 1/6)
+    assert logprobs_from_logits(logits, T([[1]]), temperature=0.5).item() == pytest.approx(math.log(1 / 6))
+    assert entropy_from_logits(logits, temperature=0.5).item() == pytest.approx(
+        -(2 / 3 * math.log(2 / 3) + 2 * (1 / 6) * math.log(1 / 6)))
+
+
+def test_reward_scale_and_value_head_from_score_head():
+    stats = score_stats(T([1.0, 2.0, 3.0, 6.0]))  # mean 3, population variance (4 + 1 + 0 + 9) / 4
+    assert stats == {"mean": 3.0, "std": pytest.approx(math.sqrt(3.5)), "samples": 4}
+    assert normalise_scores(T([5.0]), {"mean": 3.0, "std": 2.0}, baseline=0.5).item() == 0.5  # (5 - 3) / 2 - 0.5
+    assert normalise_scores(T([5.0]), None, baseline=0.5).item() == 4.5
+    # score head w = (2, 4), no bias; scores standardised with mean 1, std 2, baseline 0.5
+    weight, bias = value_head_from_score_head(T([[2.0, 4.0]]), None, {"mean": 1.0, "std": 2.0}, 0.5)
+    assert weight.tolist() == [[1.0, 2.0]] and bias.tolist() == [-1.0]  # (0 - 1) / 2 - 0.5
+    h = T([1.0, 1.0])  # raw score 6 -> (6 - 1) / 2 - 0.5 = 2, and the value head says the same
+    assert (weight @ h + bias).item() == normalise_scores(T([6.0]), {"mean": 1.0, "std": 2.0}, 0.5).item() == 2.0
+
+
+def test_shape_scores_penalties():
+    from stackllama_cli.stages.ppo.config import PpoConfig
+    from stackllama_cli.stages.ppo.reward import shape_scores
+
+    cfg = PpoConfig(reward_baseline=1.0, reward_clip=2.0, degenerate_penalty=0.5, missing_eos_penalty=3.0)
+    raw = T([4.0, 0.0, 1.5, 1.5])
+    degenerate, finished = T([False, False, True, False]), T([True, True, True, False])
+    # minus baseline: 3, -1, 0.5, 0.5; clipped: 2, -1, 0.5, 0.5; degenerate -0.5 on the third; no EOS -3 on the last
+    assert shape_scores(raw, cfg, None, degenerate, finished).tolist() == [2.0, -1.0, 0.0, -2.5]
+    scaled = shape_scores(raw, cfg, {"mean": 1.0, "std": 0.5}, degenerate, finished)
+    # (raw - 1) / 0.5 - 1 = 5, -3, 0, 0; clipped 2, -2, 0, 0; then the same two penalties
+    assert scaled.tolist() == [2.0, -2.0, -0.5, -3.0]
 
 
 def test_kl_controllers():

@@ -24,6 +24,9 @@ COMMAND = dict(
   [cyan]stackllama ppo ... --output runs/ppo --resume[/]       continue exactly where a run stopped
 
 Only the tokens the policy sampled (up to and including EOS) carry KL, reward and loss; EOS is never banned.
+Responses are sampled from the policy itself: nothing in the model's generation_config (repetition penalty,
+minimum length, banned tokens) applies, and log-probs are taken at --temperature. Dropout (the model's and
+--lora-dropout) is off in every forward pass, so the update sees the distribution the responses came from.
 
 Output: a LoRA adapter (use with merge/generate), value_head.safetensors, metrics.jsonl, samples.jsonl, ppo.png.""",
 )
@@ -47,7 +50,7 @@ command = stage_command(C, "ppo", "stackllama_cli.stages.ppo.loop", [
     _row("steps", int, "PPO steps (each: generate, score, optimise)."),
     _row("batch_size", int, "Prompts per step per process; a multiple of --mini-batch-size x --grad-accum."),
     _row("mini_batch_size", int, "Samples per forward/backward."),
-    _row("grad_accum", int, "Mini-batches per optimizer step."),
+    _row("grad_accum", int, "Mini-batches per optimizer step (windows never span PPO epochs)."),
     _row("ppo_epochs", int, "Optimisation passes over each batch."),
     _row("learning_rate", float, "Adam learning rate."),
     _row("gamma", float, "Discount."),
@@ -59,15 +62,26 @@ command = stage_command(C, "ppo", "stackllama_cli.stages.ppo.loop", [
     _row("whiten_advantages", bool, "Standardise advantages per batch.",
          flag="--whiten-advantages/--no-whiten-advantages"),
     _row("ratio_threshold", float, "Skip a mini-batch whose mean ratio exceeds this."),
-    _row("target_kl", float, "Stop PPO epochs when the policy drifts > 1.5x this."),
+    _row("target_kl", float, "Stop PPO epochs at the first mini-batch past 1.5x this KL from the rollout policy."),
     _row("early_stopping", bool, "Use --target-kl.", flag="--early-stopping/--no-early-stopping"),
+    _row("value_init", str, "Value head start: random (small, near 0) or reward-model (its score head, rescaled "
+         "like the reward; needs the same hidden size)."),
+    _row("critic_warmup", int, "First N steps train only the value head."),
     _row("init_kl_coef", float, "Initial beta.", KL),
     _row("adaptive_kl", bool, "Ziegler controller or a fixed beta.", KL, flag="--adaptive-kl/--fixed-kl"),
     _row("kl_target", float, "Target KL for the adaptive controller.", KL),
     _row("kl_horizon", int, "Adaptive controller horizon (samples).", KL),
     _row("kl_estimator", str, "k1, k3 or abs, for the penalty.", KL),
+    _row("kl_in_loss", str, "none, k2 or k3: also a KL-to-reference loss term (OpenRLHF); with --init-kl-coef 0 "
+         "instead of the penalty in the reward.", KL),
+    _row("kl_loss_coef", float, "Weight of the --kl-in-loss term.", KL),
     _row("reward_baseline", float, "Subtracted from the RM score.", REWARD),
-    _row("normalize_reward", bool, "Standardise with train-rm's reward_stats.json.", REWARD),
+    _row("reward_norm", str, "Standardise RM scores: none; stats (train-rm's reward_stats.json); policy (mean/std "
+         "of scores of the SFT policy's own responses, measured before step 1).", REWARD),
+    _row("reward_norm_batches", int, "Batches of SFT responses scored for --reward-norm policy.", REWARD),
+    _row("normalize_reward", bool, "Same as --reward-norm stats.", REWARD),
+    _row("missing_eos_penalty", float, "Subtract from the score of a response cut before its EOS (0: off).",
+         REWARD),
     _row("reward_clip", float, "Clip rewards to +-this (0: off).", REWARD),
     _row("degenerate_penalty", float, "Subtract from degenerate responses' reward.", REWARD),
     _row("degenerate_patience", int, "Stop after this many mostly-degenerate steps.", REWARD),

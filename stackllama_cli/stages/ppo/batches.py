@@ -26,7 +26,8 @@ def load_prompts(cfg: PpoConfig, tokenizer) -> tuple[list[str], int]:
     return kept, len(questions) - len(kept)
 
 
-def prompt_batch(questions: list[str], step: int, batch_size: int, world: int, rank: int, seed: int) -> list[str]:
+def prompt_batch(questions: list[str], step: int, batch_size: int, world: int, rank: int, seed: int | str
+                 ) -> list[str]:
     """This process's prompts for `step`: a seeded shuffle per pass over the data, sliced by rank.
 
     Stateless (a function of the step), so resuming needs only the step number.

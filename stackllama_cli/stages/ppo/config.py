@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from stackllama_cli.core.config import check_exclusive, require
+from stackllama_cli.core.errors import UsageError
 from stackllama_cli.stages.common import check_report_to
 
 
@@ -32,15 +33,22 @@ class PpoConfig:
     kl_target: float = 6.0
     kl_horizon: int = 10000
     kl_estimator: str = "k1"
+    kl_in_loss: str = "none"  # none, k2 or k3: KL to the reference as a loss term as well (OpenRLHF)
+    kl_loss_coef: float = 0.01
     target_kl: float = 0.1  # early stop of the PPO epochs at 1.5 x this (approx. KL to the rollout policy)
     early_stopping: bool = True
     ratio_threshold: float = 10.0
     reward_baseline: float = 0.0
-    normalize_reward: bool = False
+    reward_norm: str = "none"  # none; stats: train-rm's reward_stats.json; policy: the SFT policy's own samples
+    reward_norm_batches: int = 1  # batches of SFT rollouts scored for --reward-norm policy
+    normalize_reward: bool = False  # the older spelling of --reward-norm stats
+    missing_eos_penalty: float = 0.0  # subtracted from the score of a response cut before its EOS
     reward_clip: float = 0.0  # 0: off
     degenerate_penalty: float = 0.0
     degenerate_patience: int = 3
     degenerate_stop_rate: float = 0.5
+    value_init: str = "random"  # random (small, near 0) or reward-model (its score head)
+    critic_warmup: int = 0  # first steps that train only the value head
     min_new_tokens: int = 32
     max_new_tokens: int = 128
     top_k: int = 0
@@ -68,11 +76,29 @@ class PpoConfig:
         require(self.steps >= 1, "--steps must be at least 1")
         require(self.batch_size >= 1 and self.mini_batch_size >= 1 and self.grad_accum >= 1,
                 "--batch-size, --mini-batch-size and --grad-accum must be at least 1")
-        require(self.batch_size % self.mini_batch_size == 0, "--batch-size must be a multiple of --mini-batch-size")
+        if self.batch_size % (self.mini_batch_size * self.grad_accum):
+            # an accumulation window must not span two PPO epochs nor be left half-filled at the end
+            raise UsageError(f"--batch-size ({self.batch_size}) must be a multiple of --mini-batch-size x "
+                             f"--grad-accum ({self.mini_batch_size} x {self.grad_accum})")
         require(self.ppo_epochs >= 1, "--ppo-epochs must be at least 1")
         require(self.learning_rate > 0, "--learning-rate must be positive")
         require(0 < self.gamma <= 1 and 0 <= self.lam <= 1, "--gamma must be in (0, 1] and --lam in [0, 1]")
         require(self.kl_estimator in ("k1", "k3", "abs"), "--kl-estimator must be k1, k3 or abs")
+        require(self.kl_in_loss in ("none", "k2", "k3"), "--kl-in-loss must be none, k2 or k3")
+        require(self.kl_loss_coef >= 0, "--kl-loss-coef must be non-negative")
+        require(self.reward_norm in ("none", "stats", "policy"), "--reward-norm must be none, stats or policy")
+        if self.normalize_reward:
+            if self.reward_norm == "policy":
+                raise UsageError("--normalize-reward means --reward-norm stats; choose one of them")
+            self.reward_norm = "stats"
+        require(self.reward_norm_batches >= 1, "--reward-norm-batches must be at least 1")
+        require(self.missing_eos_penalty >= 0 and self.degenerate_penalty >= 0,
+                "--missing-eos-penalty and --degenerate-penalty must be non-negative")
+        require(self.value_init in ("random", "reward-model"), "--value-init must be random or reward-model")
+        require(self.critic_warmup >= 0, "--critic-warmup must be non-negative")
+        if self.critic_warmup >= self.steps:
+            raise UsageError(f"--critic-warmup ({self.critic_warmup}) must be below --steps ({self.steps}): "
+                             "the policy would never train")
         require(self.kl_target > 0 and self.kl_horizon > 0, "--kl-target and --kl-horizon must be positive")
         require(self.init_kl_coef >= 0, "--init-kl-coef must be non-negative")
         require(1 <= self.min_new_tokens <= self.max_new_tokens,

@@ -42,15 +42,16 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
     return whitened * mask
 
 
-def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(token) per position: logits [B, T, V], tokens [B, T] -> [B, T] (float32)."""
-    logp = F.log_softmax(logits.float(), dim=-1)
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(token) per position under softmax(logits / temperature), the distribution sampling drew
+    from (rollout.py): logits [B, T, V], tokens [B, T] -> [B, T] (float32)."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
     return torch.gather(logp, 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the categorical at each position: [B, T, V] -> [B, T]."""
-    logits = logits.float()
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature) at each position: [B, T, V] -> [B, T]."""
+    logits = logits.float() / temperature
     p = F.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)
 
@@ -59,17 +60,31 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") ->
     """Per-token estimate of KL(policy || ref) from log-probs of tokens sampled from the policy.
 
     k1 = logp - ref_logp (unbiased, can be negative per token);
+    k2 = (logp - ref_logp)^2 / 2 (biased, >= 0; its gradient is that of KL's first-order expansion);
     k3 = (r - 1) - log r with r = p_ref / p (unbiased, always >= 0; Schulman 2020);
     abs = |logp - ref_logp| (biased, >= 0).
     """
     log_ratio = logp - ref_logp
     if kind == "k1":
         return log_ratio
+    if kind == "k2":
+        return 0.5 * log_ratio**2
     if kind == "k3":
         return torch.expm1(-log_ratio) + log_ratio
     if kind == "abs":
         return log_ratio.abs()
-    raise ValueError(f"unknown KL estimator {kind!r} (k1, k3 or abs)")
+    raise ValueError(f"unknown KL estimator {kind!r} (k1, k2, k3 or abs)")
+
+
+def kl_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, kind: str = "k3",
+            max_log_ratio: float = 10.0) -> torch.Tensor:
+    """KL to the reference as a loss term (--kl-in-loss): the mean k2 or k3 estimate over response tokens.
+
+    logp (with gradient), ref_logp, mask [B, T] -> scalar. The log ratio is clamped to +-max_log_ratio
+    so one token the policy has all but abandoned cannot blow k3's exponential up.
+    """
+    log_ratio = (logp - ref_logp.detach()).clamp(-max_log_ratio, max_log_ratio)
+    return masked_mean(kl_estimate(log_ratio, torch.zeros_like(log_ratio), kind), mask)
 
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:
@@ -108,6 +123,28 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     advantages = advantages * mask
     returns = (advantages + values) * mask
     return advantages, returns
+
+
+def score_stats(scores: torch.Tensor) -> dict[str, float]:
+    """Mean and (population) standard deviation of raw reward-model scores [N], for --reward-norm."""
+    scores = scores.float()
+    return {"mean": float(scores.mean()), "std": float(scores.std(unbiased=False)), "samples": int(scores.numel())}
+
+
+def normalise_scores(raw: torch.Tensor, stats: dict | None, baseline: float = 0.0) -> torch.Tensor:
+    """(raw - mean) / std - baseline, or raw - baseline without stats: [B] -> [B]."""
+    if stats is None:
+        return raw - baseline
+    return (raw - stats["mean"]) / max(stats["std"], 1e-6) - baseline
+
+
+def value_head_from_score_head(weight: torch.Tensor, bias: torch.Tensor | None, stats: dict | None,
+                               baseline: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A value head predicting the shaped score (normalise_scores) from what a reward model's score head
+    predicts raw: weight [1, H], bias [1] or None -> (weight [1, H], bias [1]), the same affine map."""
+    mean, std = (stats["mean"], max(stats["std"], 1e-6)) if stats else (0.0, 1.0)
+    bias = torch.zeros(1) if bias is None else bias.detach().float().cpu()
+    return weight.detach().float().cpu() / std, (bias - mean) / std - baseline
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,

