@@ -16,13 +16,20 @@ import torch
 from stackllama_cli.core.config import save_config, to_dict
 from stackllama_cli.core.console import console, info, summary_table
 from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.core.files import prepare_output_dir, publish, write_json
+from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, MetricsLog, plot_curves, read_jsonl, truncate_jsonl
+from stackllama_cli.core.rundir import check_resume_config, finish_run, open_run
 from stackllama_cli.data.prompts import format_prompt
 from stackllama_cli.dist.ranks import is_main_process
 from stackllama_cli.stages.ppo import math as pm
 from stackllama_cli.stages.ppo.batches import load_prompts, prompt_batch, response_length, step_seed
-from stackllama_cli.stages.ppo.checkpoint import VALUE_HEAD, checkpoint_dirs, load_checkpoint, save_checkpoint
+from stackllama_cli.stages.ppo.checkpoint import (
+    VALUE_HEAD,
+    checkpoint_dirs,
+    last_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from stackllama_cli.stages.ppo.config import PpoConfig
 from stackllama_cli.stages.ppo.degenerate import degenerate_reason, reward_spike
 from stackllama_cli.stages.ppo.experience import experience
@@ -41,7 +48,10 @@ def run(cfg: PpoConfig) -> dict:
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
     
 
-    out = prepare_output_dir_ppo(cfg)
+    run_dir = open_run(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, find_checkpoint=last_checkpoint,
+                       inputs=(cfg.model, cfg.reward_model, cfg.data))
+    check_resume_config(cfg, run_dir)
+    out = run_dir.work
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     if cfg.report_to != "none":
@@ -159,17 +169,9 @@ def run(cfg: PpoConfig) -> dict:
     if is_main_process():
         write_json(out / "ppo_summary.json", summary)
         plot(out)
-        summary_table(f"ppo -> {out}", {k: v for k, v in summary.items() if not isinstance(v, list)})
+        summary_table(f"ppo -> {run_dir.final}", {k: v for k, v in summary.items() if not isinstance(v, list)})
+    finish_run(run_dir)
     return summary
-
-
-def prepare_output_dir_ppo(cfg: PpoConfig) -> Path:
-    out = Path(cfg.output)
-    if cfg.resume and not checkpoint_dirs(out):
-        raise StackLlamaError(f"nothing to resume: {out} has no PPO checkpoint; drop --resume to start afresh")
-    if cfg.resume:
-        return out
-    return prepare_output_dir(out, resume=False, overwrite=cfg.overwrite, last_checkpoint=lambda o: None)
 
 
 def summarise(records: list[dict], dropped: int, prompts: int) -> dict:
