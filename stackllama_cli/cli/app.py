@@ -81,29 +81,49 @@ for _module in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: one-line errors, meaningful exit codes."""
+    """Console-script entry point: one-line errors, meaningful exit codes (1 error, 2 usage, 130 interrupted)."""
     try:
         try:
             app(args=argv, prog_name="stackllama")
-        except SystemExit as done:  # click ends every successful command with sys.exit(0)
+        except SystemExit as done:  # click ends every command with sys.exit; Ctrl-C inside one as exit 130
             if done.code in (0, None):
                 from stackllama_cli.dist.ranks import finish_distributed
 
                 finish_distributed()
+            elif done.code == 130 and not _relayed_exit():
+                raise KeyboardInterrupt from None
             raise
     except StackLlamaError as exc:
+        _abort_run()
         if debug_enabled():
             raise
         _print_error(one_line(str(exc)))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        _print_error("interrupted")
+        note = _abort_run()
+        _print_error("interrupted" + (f": {note}" if note else ""))
         sys.exit(130)
     except Exception as exc:  # a bug or an unexpected library failure: still one line by default
+        _abort_run()
         if debug_enabled():
             raise
         _print_error(f"{type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for the traceback)")
         sys.exit(1)
+
+
+def _abort_run() -> str | None:
+    """A failed or interrupted run's output follows core/rundir.py's rules; returns what was kept."""
+    rundir = sys.modules.get("stackllama_cli.core.rundir")  # imported only by commands that open a run
+    if rundir is None:
+        return None
+    rundir.abort_run()
+    return rundir.interrupted_note()
+
+
+def _relayed_exit() -> bool:
+    """The exit code is the relaunched ranks' (they have reported it): nothing more to say here."""
+    relaunch = sys.modules.get("stackllama_cli.dist.relaunch")
+    return bool(relaunch and relaunch.RELAYED["exit"])
 
 
 def _print_error(message: str) -> None:

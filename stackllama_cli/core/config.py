@@ -55,17 +55,42 @@ def build_config(cls: type[T], explicit: dict[str, Any], file_values: dict[str, 
 
     Unknown keys are an error (a typo in a config file must not be silently ignored).
     """
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     merged: dict[str, Any] = {}
     for source, values in (("config file", file_values or {}), ("options", explicit)):
-        unknown = sorted(set(values) - names)
+        unknown = sorted(set(values) - set(fields))
         if unknown:
             raise StackLlamaError(f"unknown {source} key(s): {', '.join(unknown)}")
         merged.update(values)
+    for name, value in (file_values or {}).items():
+        expected = str(fields[name].type)
+        if not value_fits(value, expected):
+            raise UsageError(f"config file key {name!r} must be {expected.replace(' | None', ' or empty')}, "
+                             f"not {type(value).__name__} {value!r}")
     try:
         return cls(**merged)
     except (TypeError, ValueError) as exc:
         raise StackLlamaError(str(exc)) from None
+
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def value_fits(value: Any, annotation: str) -> bool:
+    """Whether a config-file value fits a field's annotation ("int", "float", "str | None", ...); annotations
+    of other shapes (lists) are left to the stage's own validation."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        return "None" in kinds
+    for kind in kinds:
+        if kind in _TYPES:
+            if isinstance(value, bool) and kind != "bool":
+                continue  # TOML's true is no number
+            if isinstance(value, _TYPES[kind]):
+                return True
+        elif kind != "None":
+            return True
+    return False
 
 
 def explicit_params(ctx: Any, values: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +129,15 @@ def require(condition: bool, message: str) -> None:
     """Validation helper for `__post_init__`: raise a one-line user error."""
     if not condition:
         raise StackLlamaError(message)
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str) -> None:
+    """Checked when options are read, not after a model has loaded."""
+    if precision.lower() not in PRECISIONS:
+        raise UsageError(f"--precision must be {', '.join(PRECISIONS)}, not {precision!r}")
 
 
 def check_exclusive(load_in_8bit: bool = False, load_in_4bit: bool = False, resume: bool = False,

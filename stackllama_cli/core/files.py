@@ -10,8 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.dist.ranks import is_main_process, wait_for_everyone
+from stackllama_cli.core.errors import StackLlamaError, UsageError
+from stackllama_cli.dist.ranks import is_main_process
 
 CHECKPOINTS_DIRNAME = "checkpoints"  # every training stage keeps its resumable state here
 
@@ -27,9 +27,28 @@ def public_mode(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+def refuse_cwd(path: str | Path) -> None:
+    """An output that is the current directory (`-o .`) or above it would be replaced whole: a usage error."""
+    resolved, cwd = Path(path).expanduser().resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise UsageError(f"output {path} is the current directory or above it; name a directory for the output")
+
+
+def text_lines(stream: Iterable[str], source: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text input; bytes that are not UTF-8 are a one-line input error."""
+    lineno = 0
+    try:
+        for lineno, line in enumerate(stream, 1):
+            line.encode("utf-8")  # stdin decodes with surrogateescape under a UTF-8 locale: no error until here
+            yield lineno, line
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise StackLlamaError(f"{source} is not UTF-8 text (line {max(lineno, 1)})") from None
+
+
 def check_output_dir(path: str | Path, overwrite: bool) -> Path:
     """Refuse to replace a non-empty directory unless `overwrite` is set."""
     path = Path(path)
+    refuse_cwd(path)
     if path.exists() and not path.is_dir():
         raise StackLlamaError(f"output path {path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
@@ -38,22 +57,30 @@ def check_output_dir(path: str | Path, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(final: str | Path, overwrite: bool = False, lock: bool = True) -> Iterator[Path]:
     """Yield a temp directory beside `final`; on success rename it into place.
 
     On any exception the temp directory is removed and `final` is untouched.
     The previous `final` (when `overwrite`) is removed only after the new one is complete.
+    With `lock` (a command's output), a second writer of `final` is refused while this one runs
+    (core/lock.py); without (a checkpoint inside a locked run, a shared cache), the last rename wins.
     """
-    final = check_output_dir(final, overwrite)
+    from stackllama_cli.core.lock import output_lock
+
+    final = Path(final)
+    refuse_cwd(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    public_mode(tmp, directory=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, final)
+    with output_lock(final) if lock else contextlib.nullcontext():  # a running writer is named before all else
+        check_output_dir(final, overwrite)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        public_mode(tmp, directory=True)
+        try:
+            yield tmp
+            check_output_dir(final, overwrite)  # another writer without the lock (an older version) got there
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        replace_dir(tmp, final)
 
 
 def replace_dir(src: Path, final: Path) -> None:
@@ -104,32 +131,6 @@ def read_json(path: str | Path) -> Any:
         raise StackLlamaError(f"{path} does not exist") from None
     except json.JSONDecodeError as exc:
         raise StackLlamaError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
-def prepare_output_dir(output: str | Path, resume: bool, overwrite: bool,
-                       last_checkpoint: Callable[[Path], Any]) -> Path:
-    """Apply the output rules of a training stage: never clobber a run silently; --resume needs something to
-    resume (`last_checkpoint(out)`: the stage's newest checkpoint, or None)."""
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise StackLlamaError(f"output path {out} exists and is not a directory")
-    has_content = out.is_dir() and any(out.iterdir())
-    if resume:
-        if last_checkpoint(out) is None:
-            raise StackLlamaError(f"nothing to resume: {out} has no checkpoint; drop --resume to start afresh")
-        return out
-    if has_content and not overwrite:
-        raise StackLlamaError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    # Every rank has judged the directory as the user left it; only then may rank 0 change it.
-    # Without this barrier a slower rank saw rank 0's fresh files and refused to start.
-    wait_for_everyone()
-    if has_content and is_main_process():
-        shutil.rmtree(out)
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-    wait_for_everyone()
-    out.mkdir(parents=True, exist_ok=True)  # other machines of a multi-node run may not share the disk
-    return out
 
 
 def publish(save: Callable[[Path], None], output: str | Path, last: Iterable[str] = ("adapter_config.json",

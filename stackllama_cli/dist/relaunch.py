@@ -23,6 +23,7 @@ from stackllama_cli.core.errors import StackLlamaError, UsageError
 from stackllama_cli.dist.launcher_output import ERROR_DIR_ENV, LauncherNoise, report_failure
 
 
+RELAYED = {"exit": False}  # set once this process exits with its relaunched ranks' exit code
 LAUNCHED_ENV = "STACKLLAMA_LAUNCHED"  # set in every child: never relaunch twice
 
 
@@ -204,6 +205,7 @@ def relaunch_if_needed(opts: LaunchOptions, args: Sequence[str] | None = None) -
             report_failure(Path(error_dir), noise, code)
     finally:
         shutil.rmtree(error_dir, ignore_errors=True)
+    RELAYED["exit"] = True
     raise SystemExit(130 if interrupted and code != 0 else code)
 
 

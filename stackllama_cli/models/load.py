@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stackllama_cli.core.config import check_exclusive
-from stackllama_cli.core.errors import StackLlamaError, UsageError, one_line
+from stackllama_cli.core.config import check_exclusive, check_precision
+from stackllama_cli.core.errors import StackLlamaError, one_line
 from stackllama_cli.dist.ranks import local_process_index
-from stackllama_cli.models.resolve import ModelSpec, adapter_task_type
+from stackllama_cli.models.resolve import ModelSpec, adapter_task_type, check_hub_reachable
 
 REWARD_STATS_FILENAME = "reward_stats.json"
 
@@ -20,9 +20,8 @@ def resolve_precision(precision: str = "auto") -> str:
 
     bf16 matmuls on CPUs without AMX/AVX-512 are ~15-60x slower than fp32 (measured).
     """
+    check_precision(precision)
     precision = precision.lower()
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise UsageError(f"--precision must be auto, fp32, bf16 or fp16, not {precision!r}")
     if precision != "auto":
         return precision
     import torch
@@ -67,6 +66,8 @@ def device_map_for(quantized: bool) -> dict | None:
 def load_tokenizer(spec: ModelSpec, padding_side: str = "right", trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    if spec.is_hub and spec.tokenizer_path == spec.path:
+        check_hub_reachable(spec.path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path, trust_remote_code=trust_remote_code)
     except Exception as exc:
@@ -99,6 +100,8 @@ def _from_pretrained(auto_cls, spec: ModelSpec, **kwargs):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own Rich progress and messages instead of tqdm bars
+    if spec.is_hub:
+        check_hub_reachable(spec.path)
     try:
         return auto_cls.from_pretrained(spec.path, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
@@ -106,11 +109,35 @@ def _from_pretrained(auto_cls, spec: ModelSpec, **kwargs):
         raise StackLlamaError(f"cannot load model {spec.name}{hint}: {one_line(exc, 200)}") from None
 
 
+def is_reward_model_dir(path: str) -> bool:
+    """A saved sequence classifier (merged reward model): its config names a ...ForSequenceClassification."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(a.endswith("ForSequenceClassification") for a in archs)
+
+
+def check_causal_lm(spec: ModelSpec) -> None:
+    """A reward model where a policy is needed would run with an untrained LM head: refuse it, saying what it is."""
+    for adapter in (*spec.merged_adapters, *((spec.adapter,) if spec.adapter else ())):
+        if adapter_task_type(adapter) == "SEQ_CLS":
+            raise StackLlamaError(f"{spec.name} is a reward model (adapter {adapter} is a sequence classifier), "
+                                  "not a causal LM: give the SFT model here")
+    if not spec.is_hub and is_reward_model_dir(spec.path):
+        raise StackLlamaError(f"{spec.name} is a reward model (a sequence classifier), not a causal LM: give the "
+                              "SFT model here")
+
+
 def load_causal_lm(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool = False,
                    load_in_4bit: bool = False, trust_remote_code: bool = False, merge_adapter: bool = True):
     """A causal LM; an adapter in `spec` is merged (full-precision base) or attached (quantised base)."""
     from transformers import AutoModelForCausalLM
 
+    check_causal_lm(spec)
     quant = quantization_config(load_in_8bit, load_in_4bit, precision)
     model = _from_pretrained(AutoModelForCausalLM, spec, dtype=torch_dtype(precision), quantization_config=quant,
                              device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code)

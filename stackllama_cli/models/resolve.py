@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from stackllama_cli.core.errors import StackLlamaError, one_line
-from stackllama_cli.core.files import atomic_dir, atomic_write_text
+from stackllama_cli.core.files import atomic_dir, atomic_write_text, read_json
 
 SMOLLM2_ALIAS = "smollm2-135m"
 
@@ -62,7 +62,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stackllama"
 
 
-def resolve_model(name: str | os.PathLike, base: str | None = None) -> ModelSpec:
+def resolve_model(name: str | os.PathLike, base: str | None = None, _seen: tuple[str, ...] = ()) -> ModelSpec:
     """Turn a `--model` value into a `ModelSpec`, converting GGUF files on first use."""
     name = str(name)
     if name in ALIASES:
@@ -75,10 +75,11 @@ def resolve_model(name: str | os.PathLike, base: str | None = None) -> ModelSpec
         return ModelSpec(name=name, path=str(ensure_converted(path, _gguf_cache_key(path))))
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
-            base_name = base or adapter_base_name(path)
-            if Path(base_name).expanduser().resolve() == path.resolve():
-                raise StackLlamaError(f"adapter {path} names itself as its base")
-            base_spec = resolve_model(base_name)
+            key = str(path.resolve())
+            if key in _seen:
+                raise StackLlamaError(f"adapter {path} is its own base, through {len(_seen)} adapter(s): the "
+                                      "adapter chain loops; fix base_model_name_or_path in adapter_config.json")
+            base_spec = resolve_model(base or adapter_base_name(path), _seen=(*_seen, key))
             inner = base_spec.merged_adapters + ((base_spec.adapter,) if base_spec.adapter else ())
             if len(inner) > 4:
                 raise StackLlamaError(f"adapter {path} sits on a chain of more than 4 adapters; merge some first")
@@ -88,23 +89,58 @@ def resolve_model(name: str | os.PathLike, base: str | None = None) -> ModelSpec
         raise StackLlamaError(f"{path} is not a model directory (no config.json or adapter_config.json)")
     if path.exists():
         raise StackLlamaError(f"{path} is not a model directory or a .gguf file")
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
-    if looks_like_path or not _HUB_ID.match(name):
+    if looks_like_local_path(name) or not _HUB_ID.match(name):
         raise StackLlamaError(f"no model at {name}: not a directory, a .gguf file, a hub id or an alias "
                               f"({', '.join(ALIASES)})")
     return ModelSpec(name=name, path=name, is_hub=True)
 
 
+def looks_like_local_path(name: str) -> bool:
+    """`runs/typo` is a path whose folder exists here, not the hub id of an organisation named `runs`."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/"):
+        return True
+    first = Path(name).parts[0] if Path(name).parts else ""
+    return "/" in name and Path(first).is_dir()
+
+
+def check_hub_reachable(repo_id: str, timeout: float = 3.0) -> None:
+    """A hub id not in the local cache needs the hub: say so in one line at once, rather than after
+    transformers' retries."""
+    import socket
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            return
+    except Exception:  # noqa: BLE001 - a malformed id is reported by the loader itself
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise StackLlamaError(f"no model at {repo_id}: not a local path, and HF_HUB_OFFLINE is set")
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], 443), timeout=timeout).close()
+    except OSError:
+        raise StackLlamaError(f"no model at {repo_id}: not a local path, and the hub ({host}) cannot be reached "
+                              "to download it") from None
+
+
+def adapter_config(adapter_dir: str | Path) -> dict:
+    config = read_json(Path(adapter_dir) / "adapter_config.json")
+    if not isinstance(config, dict):
+        raise StackLlamaError(f"{adapter_dir}/adapter_config.json is not a JSON object")
+    return config
+
+
 def adapter_base_name(adapter_dir: str | Path) -> str:
-    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    base = config.get("base_model_name_or_path")
+    base = adapter_config(adapter_dir).get("base_model_name_or_path")
     if not base:
         raise StackLlamaError(f"adapter {adapter_dir} does not name its base model; pass --base")
     return base
 
 
 def adapter_task_type(adapter_dir: str | Path) -> str | None:
-    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("task_type")
+    return adapter_config(adapter_dir).get("task_type")
 
 
 def make_adapter_portable(adapter_dir: str | Path, spec: ModelSpec) -> None:
@@ -114,7 +150,7 @@ def make_adapter_portable(adapter_dir: str | Path, spec: ModelSpec) -> None:
     chains. Trained on an alias or hub id: that name rather than a cache path.
     """
     config_path = Path(adapter_dir) / "adapter_config.json"
-    config = json.loads(config_path.read_text())
+    config = adapter_config(adapter_dir)
     if spec.adapter:
         base = str(Path(spec.adapter).resolve())
     elif spec.name in ALIASES or spec.is_hub:
@@ -154,7 +190,7 @@ def ensure_converted(gguf_path: Path, key: str) -> Path:
     from stackllama_cli.core.console import info
 
     info(f"Converting {gguf_path.name} to a safetensors model in {target} (once)...")
-    with atomic_dir(target, overwrite=True) as tmp:  # concurrent converters: each renames a whole directory
+    with atomic_dir(target, overwrite=True, lock=False) as tmp:  # concurrent converters: each renames a whole directory
         _convert_gguf(gguf_path, tmp)
         (tmp / CONVERTED_MARKER).write_text(json.dumps({"source": str(gguf_path)}) + "\n")
     return target

@@ -22,7 +22,9 @@ class JsonlMetricsCallback(TrainerCallback):
         self.log = MetricsLog(path)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
+        # Not the Trainer's end-of-run record (train_runtime, train_loss of this session only): the stage's
+        # summary holds the whole run's figures, and a resumed run's log then equals an uninterrupted one's.
+        if state.is_world_process_zero and logs and "train_runtime" not in logs:
             self.log.write({"step": state.global_step, "epoch": state.epoch, **logs})
 
 

@@ -8,12 +8,15 @@ PPO has its own loop (stages/ppo/) but the same output-dir rules (core/files.py)
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
-from stackllama_cli.core.config import check_exclusive, require
+from stackllama_cli.core.config import check_exclusive, check_precision, require
 from stackllama_cli.core.files import CHECKPOINTS_DIRNAME
-from stackllama_cli.core.metrics import METRICS_FILENAME
+from stackllama_cli.core.metrics import METRICS_FILENAME, truncate_jsonl
+from stackllama_cli.dist.ranks import is_main_process, wait_for_everyone
 
 REPORT_TO = ("none", "tensorboard", "wandb", "trackio")
 
@@ -67,20 +70,56 @@ class TrainCommon:
         require(self.lora_r >= 1, "--lora-r must be at least 1")
         require(0.0 <= self.lora_dropout < 1.0, "--lora-dropout must be in [0, 1)")
         check_exclusive(self.load_in_8bit, self.load_in_4bit, self.resume, self.overwrite)
+        check_precision(self.precision)
         check_report_to(self.report_to)
         for name in ("logging_steps", "save_steps", "eval_steps"):
             require(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
 
 
-def last_checkpoint(output: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def checkpoint_step(path: str | Path) -> int:
+    return int(Path(path).name.rsplit("-", 1)[-1])
 
-    ckpt_dir = Path(output) / CHECKPOINTS_DIRNAME
-    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+def _trainer_checkpoints(output: str | Path) -> list[Path]:
+    """checkpoint-N folders, newest first."""
+    root = Path(output) / CHECKPOINTS_DIRNAME
+    if not root.is_dir():
+        return []
+    dirs = [d for d in root.iterdir() if d.is_dir() and d.name.startswith("checkpoint-") and
+            d.name.rsplit("-", 1)[-1].isdigit()]
+    return sorted(dirs, key=checkpoint_step, reverse=True)
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a folder killed mid-save has none, or a cut one."""
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_checkpoint(output: str | Path) -> str | None:
+    """The newest *complete* checkpoint (transformers' own choice is the newest folder, even a half-written one)."""
+    return next((str(d) for d in _trainer_checkpoints(output) if is_complete_checkpoint(d)), None)
+
+
+def prepare_resume(output: Path) -> str:
+    """Prepare `output` to continue from its newest complete checkpoint: newer half-written checkpoints go,
+    and metrics.jsonl keeps only the steps up to it (the resumed run logs the rest again)."""
+    checkpoint = last_checkpoint(output)
+    if is_main_process():
+        for d in _trainer_checkpoints(output):
+            if checkpoint_step(d) > checkpoint_step(checkpoint):
+                shutil.rmtree(d, ignore_errors=True)
+        truncate_jsonl(output / METRICS_FILENAME, checkpoint_step(checkpoint))
+    wait_for_everyone()
+    return checkpoint
 
 
 def precision_kwargs(precision: str) -> dict[str, Any]:
-    """TrainingArguments precision flags; TRL defaults to bf16=True, a trap on CPUs (bf16 matmuls without AMX are 15-60x slower)."""
+    """TrainingArguments precision flags; TRL defaults to bf16=True, a trap on CPUs (bf16 matmuls without AMX
+    are 15-60x slower)."""
     import torch
 
     from stackllama_cli.models.load import resolve_precision
@@ -144,3 +183,12 @@ def install_callbacks(trainer, output: Path, description: str, max_minutes: floa
     if budget is not None:
         trainer.add_callback(budget)
     return budget
+
+
+def whole_run_loss(session_loss: float, records: list[dict], resumed: bool) -> float | None:
+    """The run's mean training loss. The Trainer's figure covers this session only, so after a resume it is
+    the mean of every logged training loss in metrics.jsonl (the whole run's)."""
+    if not resumed:
+        return session_loss
+    losses = [r["loss"] for r in records if r.get("loss") is not None]
+    return sum(losses) / len(losses) if losses else None

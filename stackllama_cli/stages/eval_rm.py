@@ -9,6 +9,7 @@ from typing import IO, Sequence
 
 from stackllama_cli.core.console import progress
 from stackllama_cli.core.errors import StackLlamaError
+from stackllama_cli.core.files import text_lines
 from stackllama_cli.data.datasets import load_split
 from stackllama_cli.data.prompts import format_example, reward_batch
 from stackllama_cli.data.reward_metrics import (
@@ -99,7 +100,7 @@ def evaluate(model: str, data: str, split: str = "evaluation", batch_size: int =
 
 def read_scoring_input(stream: IO[str]) -> list[dict]:
     rows = []
-    for lineno, line in enumerate(stream, 1):
+    for lineno, line in text_lines(stream, "--score input"):
         if not line.strip():
             continue
         try:

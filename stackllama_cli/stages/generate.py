@@ -9,6 +9,7 @@ from typing import IO, Iterable, Iterator
 
 from stackllama_cli.core.config import require
 from stackllama_cli.core.errors import StackLlamaError
+from stackllama_cli.core.files import text_lines
 from stackllama_cli.data.prompts import format_prompt
 
 
@@ -72,8 +73,8 @@ def parse_input_line(line: str, lineno: int) -> dict | None:
     return {"question": text}
 
 
-def read_questions(stream: IO[str]) -> list[dict]:
-    rows = [parse_input_line(line, i) for i, line in enumerate(stream, 1)]
+def read_questions(stream: IO[str], source: str = "the input") -> list[dict]:
+    rows = [parse_input_line(line, i) for i, line in text_lines(stream, source)]
     rows = [r for r in rows if r is not None]
     if not rows:
         raise StackLlamaError("no questions on the input (one per line, plain text or JSON with 'question')")

@@ -20,8 +20,9 @@ from pathlib import Path
 from stackllama_cli.core.config import require, save_config
 from stackllama_cli.core.console import info, summary_table, warn
 from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.core.files import prepare_output_dir, publish, write_json
+from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl
+from stackllama_cli.core.rundir import check_resume_config, finish_run, open_run
 from stackllama_cli.data.datasets import load_split
 from stackllama_cli.data.prompts import format_example, reward_token_ids
 from stackllama_cli.data.reward_metrics import mean_std
@@ -31,7 +32,9 @@ from stackllama_cli.stages.common import (
     install_callbacks,
     last_checkpoint,
     lora_config,
+    prepare_resume,
     training_args_kwargs,
+    whole_run_loss,
 )
 
 SUMMARY_FILENAME = "reward_summary.json"
@@ -117,7 +120,10 @@ def run(cfg: RewardConfig) -> dict:
     from stackllama_cli.stages.eval_rm import evaluate_pairs, score_texts
 
     # 1. data
-    out = prepare_output_dir(cfg.output, cfg.resume, cfg.overwrite, last_checkpoint)
+    run_dir = open_run(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, find_checkpoint=last_checkpoint,
+                       inputs=(cfg.model, cfg.base, cfg.data))
+    check_resume_config(cfg, run_dir)
+    out = run_dir.work
     train_pairs = load_split(cfg.data, "reward")
     eval_pairs = None
     if cfg.eval_pairs and Path(cfg.data).is_dir():
@@ -142,7 +148,8 @@ def run(cfg: RewardConfig) -> dict:
         eval_ids, _ = tokenize_pairs(eval_pairs, tokenizer, cfg.max_length, truncate=True)
         eval_ds = datasets.Dataset.from_dict(eval_ids)
     info(f"Reward model on {len(train_ids['chosen_ids'])} pairs ({n_over} over {cfg.max_length} tokens "
-         f"{'truncated' if cfg.truncate else 'dropped'}), model {spec.name}, {describe_batch(cfg.batch_size, cfg.grad_accum)}")
+         f"{'truncated' if cfg.truncate else 'dropped'}), model {spec.name}, "
+         f"{describe_batch(cfg.batch_size, cfg.grad_accum)}")
     save_config(cfg, out)
 
     # 2. classifier
@@ -159,7 +166,7 @@ def run(cfg: RewardConfig) -> dict:
 
     # 4. train
     start = time.time()
-    resume_from = last_checkpoint(out) if cfg.resume else None
+    resume_from = prepare_resume(out) if cfg.resume else None
     steps_before = int(Path(resume_from).name.rsplit("-", 1)[-1]) if resume_from else 0
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.time() - start
@@ -184,7 +191,8 @@ def run(cfg: RewardConfig) -> dict:
 
     publish(save, out)
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []
-    summary = {"train_loss": result.training_loss, "steps": result.global_step,
+    summary = {"train_loss": whole_run_loss(result.training_loss, records, resume_from is not None),
+               "steps": result.global_step,
                "train_pairs": len(train_ids["chosen_ids"]), "over_max_length": n_over,
                "dropped_over_max_length": 0 if cfg.truncate else n_over,
                "stopped_by_time_budget": budget is not None and budget.stopped_at is not None,
@@ -198,5 +206,6 @@ def run(cfg: RewardConfig) -> dict:
     plot_curves(records, out / "reward.png", [("loss", "train loss"), ("eval_loss", "eval loss"),
                                               ("eval_accuracy", "eval accuracy"),
                                               ("eval_margin", "eval mean margin")], "Reward model")
-    summary_table(f"train-rm -> {out}", summary)
+    summary_table(f"train-rm -> {run_dir.final}", summary)
+    finish_run(run_dir)
     return summary

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from stackllama_cli.core.config import require, save_config
 from stackllama_cli.core.console import info, summary_table, warn
-from stackllama_cli.core.files import prepare_output_dir, publish, write_json
+from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl
+from stackllama_cli.core.rundir import check_resume_config, finish_run, open_run
 from stackllama_cli.data.datasets import load_split
 from stackllama_cli.data.prompts import format_example
 from stackllama_cli.dist.ranks import describe_batch
@@ -23,7 +24,9 @@ from stackllama_cli.stages.common import (
     install_callbacks,
     last_checkpoint,
     lora_config,
+    prepare_resume,
     training_args_kwargs,
+    whole_run_loss,
 )
 
 PACKING_MODES = ("bfd", "wrapped", "none")
@@ -105,7 +108,10 @@ def run(cfg: SftConfig) -> dict:
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
 
     # 1. data and output dir (checked before the model loads: errors come fast)
-    out = prepare_output_dir(cfg.output, cfg.resume, cfg.overwrite, last_checkpoint)
+    run_dir = open_run(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, find_checkpoint=last_checkpoint,
+                       inputs=(cfg.model, cfg.base, cfg.data))
+    check_resume_config(cfg, run_dir)
+    out = run_dir.work
     train_ds, eval_ds = load_texts(cfg)
     spec = resolve_model(cfg.model, base=cfg.base)
     tokenizer = load_tokenizer(spec, trust_remote_code=cfg.trust_remote_code)
@@ -134,7 +140,7 @@ def run(cfg: SftConfig) -> dict:
 
     # 4. train
     start = time.time()
-    resume_from = last_checkpoint(out) if cfg.resume else None
+    resume_from = prepare_resume(out) if cfg.resume else None
     if resume_from:
         info(f"Resuming from {resume_from}")
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -154,7 +160,7 @@ def run(cfg: SftConfig) -> dict:
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []
     tokens = max((r.get("num_tokens") or 0 for r in records), default=0)
     summary = {
-        "train_loss": result.training_loss,
+        "train_loss": whole_run_loss(result.training_loss, records, resume_from is not None),
         "eval_loss": eval_loss,
         "eval_perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
         "steps": result.global_step,
@@ -166,5 +172,6 @@ def run(cfg: SftConfig) -> dict:
     }
     write_json(out / SUMMARY_FILENAME, summary)
     plot_curves(records, out / "loss.png", [("loss", "train loss"), ("eval_loss", "eval loss")], "SFT loss")
-    summary_table(f"sft -> {out}", summary)
+    summary_table(f"sft -> {run_dir.final}", summary)
+    finish_run(run_dir)
     return summary

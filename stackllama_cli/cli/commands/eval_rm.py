@@ -32,8 +32,11 @@ With several GPUs (or --cpu-processes N) the pairs are split across processes; -
 def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, score: bool, limit: Optional[int],
               batch_size: int, max_length: Optional[int], precision: str, load_in_8bit: bool, load_in_4bit: bool,
               trust_remote_code: bool, json_out: bool, **launch) -> None:
+    from stackllama_cli.core.config import check_exclusive, check_precision
     from stackllama_cli.core.errors import UsageError
 
+    check_precision(precision)
+    check_exclusive(load_in_8bit, load_in_4bit)
     load = dict(precision=precision, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
                 trust_remote_code=trust_remote_code)
     if batch_size < 1:

@@ -61,6 +61,10 @@ def command(
     sampling = config_from_cli(S, ctx, dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                             top_k=top_k, repetition_penalty=repetition_penalty, seed=seed),
                                None, "generate")
+    from stackllama_cli.core.config import check_exclusive, check_precision
+
+    check_precision(precision)
+    check_exclusive(load_in_8bit, load_in_4bit)
     load = dict(precision=precision, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
                 trust_remote_code=trust_remote_code)
     if batch_size < 1:
@@ -79,7 +83,7 @@ def command(
         if not input.is_file():
             raise StackLlamaError(f"input file {input} does not exist")
         with open(input, encoding="utf-8") as fh:
-            rows = read_questions(fh)
+            rows = read_questions(fh, str(input))
     else:
         rows = read_questions(sys.stdin)
     run_batch(model, rows, sampling, batch_size=batch_size, **load)

@@ -41,12 +41,18 @@ def checkpoint_dirs(out: Path) -> list[Path]:
     return sorted(dirs, key=lambda d: int(d.name.split("-")[1]))
 
 
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint (each is renamed into place whole, so every listed one is complete)."""
+    dirs = checkpoint_dirs(out)
+    return dirs[-1] if dirs else None
+
+
 def save_checkpoint(out: Path, step: int, module, optimizer, kl_ctl, loop: LoopState, keep: int = 2) -> Path:
     """Adapter, value head, optimizer, KL controller and loop state after `step` steps (temp dir + rename)."""
     from safetensors.torch import save_file
 
     final = out / CHECKPOINTS_DIRNAME / f"step-{step}"
-    with atomic_dir(final, overwrite=True) as tmp:
+    with atomic_dir(final, overwrite=True, lock=False) as tmp:
         save_adapter(module.policy, tmp / "adapter")
         save_file({k: v.detach().cpu().contiguous() for k, v in module.value_head.state_dict().items()},
                   tmp / VALUE_HEAD)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from stackllama_cli.core.config import check_exclusive, require
+from stackllama_cli.core.config import check_exclusive, check_precision, require
 from stackllama_cli.core.errors import UsageError
 from stackllama_cli.stages.common import check_report_to
 
@@ -109,4 +109,5 @@ class PpoConfig:
         require(self.save_every >= 1 and self.log_samples >= 0, "--save-every >= 1 and --log-samples >= 0")
         check_report_to(self.report_to)
         check_exclusive(self.load_in_8bit, self.load_in_4bit, self.resume, self.overwrite)
+        check_precision(self.precision)
         require(self.ratio_threshold > 1, "--ratio-threshold must be above 1")

@@ -18,8 +18,9 @@ import torch
 from stackllama_cli.core.config import save_config, to_dict
 from stackllama_cli.core.console import info, summary_table
 from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.core.files import prepare_output_dir, publish, write_json
+from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, MetricsLog, read_jsonl, truncate_jsonl
+from stackllama_cli.core.rundir import check_resume_config, finish_run, open_run
 from stackllama_cli.data.prompts import format_prompt
 from stackllama_cli.dist.ranks import is_main_process
 from stackllama_cli.stages.ppo import math as pm
@@ -28,6 +29,7 @@ from stackllama_cli.stages.ppo.checkpoint import (
     VALUE_HEAD,
     LoopState,
     checkpoint_dirs,
+    last_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -50,7 +52,10 @@ def run(cfg: PpoConfig) -> dict:
     from stackllama_cli.models.load import load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
 
-    out = prepare_output_dir_ppo(cfg)
+    run_dir = open_run(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, find_checkpoint=last_checkpoint,
+                       inputs=(cfg.model, cfg.reward_model, cfg.data))
+    check_resume_config(cfg, run_dir)
+    out = run_dir.work
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     if cfg.report_to != "none":
@@ -174,7 +179,8 @@ def run(cfg: PpoConfig) -> dict:
     if is_main_process():
         write_json(out / "ppo_summary.json", summary)
         plot(out)
-        summary_table(f"ppo -> {out}", {k: v for k, v in summary.items() if not isinstance(v, list)})
+        summary_table(f"ppo -> {run_dir.final}", {k: v for k, v in summary.items() if not isinstance(v, list)})
+    finish_run(run_dir)
     return summary
 
 
@@ -188,12 +194,3 @@ def resumed_reward_stats(cfg: PpoConfig, state: LoopState, file_stats: dict | No
         raise StackLlamaError("--reward-norm policy: the checkpoint holds no reward scale (its run started "
                               "without one); resume with the options the run started with")
     return {"mean": float(file_stats["mean"]), "std": float(file_stats["std"])}
-
-
-def prepare_output_dir_ppo(cfg: PpoConfig) -> Path:
-    out = Path(cfg.output)
-    if cfg.resume and not checkpoint_dirs(out):
-        raise StackLlamaError(f"nothing to resume: {out} has no PPO checkpoint; drop --resume to start afresh")
-    if cfg.resume:
-        return out
-    return prepare_output_dir(out, resume=False, overwrite=cfg.overwrite, last_checkpoint=lambda o: None)
