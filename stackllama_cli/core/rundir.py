@@ -24,9 +24,11 @@ from stackllama_cli.core.files import refuse_cwd, replace_dir
 from stackllama_cli.core.lock import output_lock
 from stackllama_cli.dist.ranks import is_main_process, wait_for_everyone
 
-# Options that may differ between a run and its --resume: they steer the run, not what it computes.
-RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "steps", "max_steps", "epochs", "save_steps", "save_every",
-                               "logging_steps", "eval_steps", "log_samples", "report_to", "max_minutes"})
+# Options that may differ between a run and its --resume: they steer the run (or say where it now lives),
+# not what it computes.
+RESUMABLE_CHANGES = frozenset({"output", "resume", "overwrite", "steps", "max_steps", "epochs", "save_steps",
+                               "save_every", "logging_steps", "eval_steps", "log_samples", "report_to",
+                               "max_minutes"})
 MODEL_FILES = ("adapter_config.json", "config.json")
 
 _state: dict[str, str | None] = {"kept": None}
