@@ -25,6 +25,7 @@ from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_json
 from stackllama_cli.data.datasets import load_split
 from stackllama_cli.data.prompts import format_example, reward_token_ids
 from stackllama_cli.data.reward_metrics import mean_std
+from stackllama_cli.data.sources import data_source
 from stackllama_cli.dist.ranks import describe_batch
 from stackllama_cli.stages.common import (
     TrainCommon,
@@ -39,6 +40,7 @@ SUMMARY_FILENAME = "reward_summary.json"
 
 @dataclasses.dataclass
 class RewardConfig(TrainCommon):
+    TRAINER_ARGS = "trl:RewardConfig"
     output: str = "runs/reward"
     max_length: int = 512
     truncate: bool = False  # default: drop pairs over max_length (counted), like the original
@@ -118,11 +120,11 @@ def run(cfg: RewardConfig) -> dict:
 
     # 1. data
     out = prepare_output_dir(cfg.output, cfg.resume, cfg.overwrite, last_checkpoint)
-    train_pairs = load_split(cfg.data, "reward")
+    train_pairs = load_split(data_source(cfg, "reward"), "reward")
     eval_pairs = None
-    if cfg.eval_pairs and Path(cfg.data).is_dir():
+    if cfg.eval_pairs and not Path(cfg.data).is_file():
         try:
-            eval_pairs = load_split(cfg.data, "evaluation")
+            eval_pairs = load_split(data_source(cfg, "reward"), "evaluation")
             eval_pairs = eval_pairs.select(range(min(cfg.eval_pairs, len(eval_pairs))))
         except StackLlamaError as exc:
             warn(f"training without evaluation: {exc}")

@@ -17,6 +17,7 @@ from stackllama_cli.core.files import prepare_output_dir, publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl
 from stackllama_cli.data.datasets import load_split
 from stackllama_cli.data.prompts import format_example
+from stackllama_cli.data.sources import data_source
 from stackllama_cli.dist.ranks import describe_batch
 from stackllama_cli.stages.common import (
     TrainCommon,
@@ -32,6 +33,7 @@ SUMMARY_FILENAME = "sft_summary.json"
 
 @dataclasses.dataclass
 class SftConfig(TrainCommon):
+    TRAINER_ARGS = "trl:SFTConfig"
     output: str = "runs/sft"
     seq_length: int = 1024
     packing: str = "bfd"  # bfd: best-fit, documents isolated; wrapped: original chunks; none: padding
@@ -60,11 +62,12 @@ def sft_texts(ds) -> list[str]:
 def load_texts(cfg: SftConfig):
     import datasets
 
-    train = sft_texts(load_split(cfg.data, "finetune", columns=("question", "response_j")))
+    source = data_source(cfg, "finetune")
+    train = sft_texts(load_split(source, "finetune", columns=("question", "response_j")))
     evaluation: list[str] = []
-    if cfg.eval_samples and Path(cfg.data).is_dir():
+    if cfg.eval_samples and not Path(cfg.data).is_file():
         try:
-            evaluation = sft_texts(load_split(cfg.data, "evaluation", columns=("question", "response_j")))
+            evaluation = sft_texts(load_split(source, "evaluation", columns=("question", "response_j")))
         except Exception:  # no evaluation split: train without eval
             warn(f"no evaluation split in {cfg.data}: training without eval loss")
         evaluation = evaluation[: cfg.eval_samples]

@@ -30,6 +30,7 @@ from stackllama_cli.stages.ppo.policy import build_policy
 from stackllama_cli.stages.ppo.reward import load_reward, score, shape_scores
 from stackllama_cli.stages.ppo.rollout import generate
 from stackllama_cli.stages.ppo.update import optimise
+from stackllama_cli.stages.trackers import accelerate_trackers
 
 SAMPLES = "samples.jsonl"
 
@@ -42,10 +43,10 @@ def run(cfg: PpoConfig) -> dict:
     
 
     out = prepare_output_dir_ppo(cfg)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
-    if cfg.report_to != "none":
-        accelerator.init_trackers("stackllama-ppo", config=to_dict(cfg))
+    log_with, trackers = accelerate_trackers(cfg.report_to, cfg.run_name, out, to_dict(cfg))
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with, project_dir=str(out))
+    if trackers:
+        accelerator.init_trackers(**trackers)
     world, rank = accelerator.num_processes, accelerator.process_index
     spec = resolve_model(cfg.model)
     tokenizer = load_tokenizer(spec, padding_side="left", trust_remote_code=cfg.trust_remote_code)
