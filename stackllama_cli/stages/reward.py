@@ -114,6 +114,7 @@ def run(cfg: RewardConfig) -> dict:
     from trl import RewardTrainer
 
     from stackllama_cli.dist.ranks import effective_batch_size, world_size
+    from stackllama_cli.models.card import write_model_card
     from stackllama_cli.models.load import REWARD_STATS_FILENAME, load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
     from stackllama_cli.stages.eval_rm import evaluate_pairs, score_texts
@@ -183,6 +184,8 @@ def run(cfg: RewardConfig) -> dict:
         tokenizer.save_pretrained(tmp)
         make_adapter_portable(tmp, spec)
         write_json(tmp / REWARD_STATS_FILENAME, {"mean": mean, "std": std, "n": len(texts)})
+        write_model_card(tmp, cfg, spec, {"train_loss": result.training_loss, "steps": result.global_step,
+                                          "train_pairs": len(train_ids["chosen_ids"]), "evaluation": evaluation})
 
     publish(save, out)
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []

@@ -104,6 +104,7 @@ def build_model(cfg: SftConfig, spec):
 def run(cfg: SftConfig) -> dict:
     from trl import SFTConfig, SFTTrainer
 
+    from stackllama_cli.models.card import write_model_card
     from stackllama_cli.models.load import load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
 
@@ -152,6 +153,8 @@ def run(cfg: SftConfig) -> dict:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         make_adapter_portable(tmp, spec)
+        write_model_card(tmp, cfg, spec, {"train_loss": result.training_loss, "eval_loss": eval_loss, "steps":
+                         result.global_step, "train_texts": len(train_ds), "eval_texts": len(eval_ds or ())})
 
     publish(save, out)
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []

@@ -38,6 +38,7 @@ SAMPLES = "samples.jsonl"
 def run(cfg: PpoConfig) -> dict:
     from accelerate import Accelerator
 
+    from stackllama_cli.models.card import write_model_card
     from stackllama_cli.models.load import load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
     
@@ -152,6 +153,7 @@ def run(cfg: PpoConfig) -> dict:
                   tmp / VALUE_HEAD)
         tokenizer.save_pretrained(tmp)
         make_adapter_portable(tmp, spec)
+        write_model_card(tmp, cfg, spec, summarise(read_jsonl(out / METRICS_FILENAME), dropped, len(prompts)))
 
     publish(save, out)
     accelerator.end_training()
