@@ -20,8 +20,12 @@ from stackllama_cli.stages.sft import SftConfig
 
 
 @pytest.fixture(autouse=True)
-def no_recorded_command(monkeypatch):
+def fresh_process_state(monkeypatch):
+    """No command recorded and no data seen yet, whatever ran before in this process."""
+    from stackllama_cli.data import sources
+
     monkeypatch.setattr(cards, "_command", None)
+    monkeypatch.setattr(sources, "_seen", {})
 
 
 def front_and_body(text: str):
