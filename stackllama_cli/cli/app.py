@@ -16,6 +16,7 @@ import typer
 
 from stackllama_cli import __version__
 from stackllama_cli.cli.commands import demo, env, eval_rm, generate, merge, ppo, prepare_data, sft, train_rm
+from stackllama_cli.core.cards import forget_command, record_command
 from stackllama_cli.core.errors import DEBUG_ENV, StackLlamaError, debug_enabled, one_line
 
 app = typer.Typer(
@@ -82,6 +83,7 @@ for _module in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, meaningful exit codes (1 error, 2 usage, 130 interrupted)."""
+    record_command(argv)  # for the model and dataset cards (core/cards.py)
     try:
         try:
             app(args=argv, prog_name="stackllama")
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _print_error(f"{type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for the traceback)")
         sys.exit(1)
+    finally:
+        forget_command()
 
 
 def _abort_run() -> str | None:

@@ -38,8 +38,8 @@ def command_from_table(body: Callable[..., None], rows: Iterable[Row]) -> Callab
 def trainer_rows(C) -> tuple[list[Row], list[Row]]:
     """Options every Trainer-based stage takes, defaults from its config class `C` (a TrainCommon):
     (rows before the stage's own options, rows after them)."""
-    before = [("model", o.Model, C.model), ("data", o.Data, Path(C.data)), ("output", o.OutputDir, Path(C.output)),
-              ("base", o.Base, None)]
+    before = [("model", o.Model, C.model), ("data", o.Data, Path(C.data)), *o.DATA_OPTIONS,
+              ("output", o.OutputDir, Path(C.output)), ("base", o.Base, None)]
     after = [
         ("max_steps", o.MaxSteps, C.max_steps), ("epochs", o.Epochs, C.epochs),
         ("learning_rate", o.LearningRate, C.learning_rate), ("lr_scheduler", o.LrScheduler, C.lr_scheduler),
@@ -50,7 +50,7 @@ def trainer_rows(C) -> tuple[list[Row], list[Row]]:
         *lora_rows(C), *model_rows(C.precision), *o.LAUNCH_OPTIONS,
         ("logging_steps", o.LoggingSteps, C.logging_steps), ("save_steps", o.SaveSteps, C.save_steps),
         ("eval_steps", o.EvalSteps, C.eval_steps), ("report_to", o.ReportTo, C.report_to),
-        *run_rows(),
+        ("run_name", o.RunName, None), *run_rows(),
     ]
     return before, after
 

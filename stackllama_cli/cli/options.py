@@ -50,9 +50,19 @@ TrustRemoteCode = Annotated[
 ]
 Data = Annotated[
     Path,
-    typer.Option("--data", "-d", help="prepare-data output directory, or a Parquet/JSONL file or directory "
-                 "in the same schema."),
+    typer.Option("--data", "-d", help="prepare-data output; or any folder or Parquet/JSONL/CSV file datasets "
+                 "reads, or a Hub dataset id; in our columns, TRL's prompt/chosen/rejected, or mapped with "
+                 "--columns."),
 ]
+DataDir = Annotated[Optional[str], typer.Option(
+    "--data-dir", help="Subfolder of --data holding the split (e.g. data/rl of lvwerra/stack-exchange-paired).")]
+Split = Annotated[Optional[str], typer.Option(
+    "--split", help="Split to read (default: the stage's own: finetune, reward, rl; or the folder's only split).")]
+Columns = Annotated[str, typer.Option(
+    "--columns", metavar="OURS=THEIRS,...", help="Map the data's column names to ours (question, response_j, "
+    "response_k, score_j, score_k ...), e.g. question=prompt,response_j=chosen,response_k=rejected.")]
+# (name, annotation, default) of the data options beside --data, in help order
+DATA_OPTIONS = (("data_dir", DataDir, None), ("split", Split, None), ("columns", Columns, ""))
 OutputDir = Annotated[Path, typer.Option("--output", "-o", help="Output directory.", rich_help_panel=OUTPUT_PANEL)]
 Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace an existing output directory.", rich_help_panel=OUTPUT_PANEL)
@@ -66,14 +76,18 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed (data order, samp
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (nothing else on stdout).")]
 ConfigFile = Annotated[
     Optional[Path],
-    typer.Option("--config", help="TOML/JSON file with option values (a \\[command] table, e.g. \\[sft], is used "
-                 "when present); options on the command line win."),
+    typer.Option("--config", help="YAML/TOML/JSON file with option values (a \\[command] table, e.g. \\[sft], is "
+                 "used when present; sft and train-rm also take TrainingArguments fields); options on the command "
+                 "line win. Examples: examples/."),
 ]
 ReportTo = Annotated[
     str,
-    typer.Option("--report-to", help="Experiment tracker: none, tensorboard, wandb or trackio (if installed).",
+    typer.Option("--report-to", help="Experiment trackers, comma-separated (tensorboard, wandb, trackio, mlflow, "
+                 "comet_ml ... if installed), all or none; tensorboard writes OUTPUT/runs/RUN_NAME.",
                  rich_help_panel=OUTPUT_PANEL),
 ]
+RunName = Annotated[Optional[str], typer.Option("--run-name", help="The run's name in the trackers (default: the "
+                                                "output directory's name).", rich_help_panel=OUTPUT_PANEL)]
 
 # Training options shared by sft and train-rm (defaults come from each stage's dataclass).
 MaxSteps = Annotated[int, typer.Option("--max-steps", help="Optimizer steps; > 0 overrides --epochs.",

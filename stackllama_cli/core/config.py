@@ -34,13 +34,11 @@ def load_config_file(path: str | Path | None, section: str | None = None) -> dic
 
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            import yaml  # optional: PyYAML is not a hard dependency
+            import yaml
 
             data = yaml.safe_load(text) or {}
         else:
             data = json.loads(text)
-    except ImportError:
-        raise StackLlamaError("YAML config files need PyYAML (pip install pyyaml); or use TOML/JSON") from None
     except Exception as exc:  # parse errors of three libraries
         raise StackLlamaError(f"cannot parse config file {path}: {exc}") from None
     if not isinstance(data, dict):
@@ -53,14 +51,22 @@ def load_config_file(path: str | Path | None, section: str | None = None) -> dic
 def build_config(cls: type[T], explicit: dict[str, Any], file_values: dict[str, Any] | None = None) -> T:
     """Instantiate `cls` from file values overridden by explicitly given CLI values.
 
-    Unknown keys are an error (a typo in a config file must not be silently ignored).
+    Unknown keys are an error (a typo in a config file must not be silently ignored), except in a stage
+    with a `trainer_args` field (sft, train-rm): there the file's other keys are collected into it, and
+    the stage checks them against TrainingArguments (stages/trainer_args.py).
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
+    file_values = dict(file_values or {})
+    others = sorted(set(file_values) - names)
+    if others and "trainer_args" in names:
+        file_values["trainer_args"] = {**(file_values.get("trainer_args") or {}),
+                                       **{k: file_values.pop(k) for k in others}}
     merged: dict[str, Any] = {}
-    for source, values in (("config file", file_values or {}), ("options", explicit)):
-        unknown = sorted(set(values) - set(fields))
+    for source, values in (("config file", file_values), ("options", explicit)):
+        unknown = sorted(set(values) - names)
         if unknown:
-            raise StackLlamaError(f"unknown {source} key(s): {', '.join(unknown)}")
+            raise StackLlamaError(f"unknown {source} key(s): {', '.join(unknown)} (valid: {', '.join(sorted(names))})")
         merged.update(values)
     for name, value in (file_values or {}).items():
         expected = str(fields[name].type)

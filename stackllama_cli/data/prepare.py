@@ -22,6 +22,7 @@ from stackllama_cli.core.config import require, save_config
 from stackllama_cli.core.console import console, info, progress
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.core.files import atomic_dir, check_output_dir, write_json
+from stackllama_cli.data.card import write_dataset_card
 from stackllama_cli.data.datasets import SPLITS
 from stackllama_cli.data.markdown import html_to_markdown
 from stackllama_cli.data.pairs import Pair, ScoredAnswer, answer_score, assign_split, select_pairs
@@ -307,6 +308,7 @@ def run(cfg: PrepareConfig) -> dict:
                 check_empty_splits(summary, fractions)
                 write_json(folder / "stats.json", summary)
                 save_config(cfg, folder)
+                write_dataset_card(folder, summary, cfg)
     return summary
 
 

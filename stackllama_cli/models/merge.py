@@ -12,6 +12,7 @@ from pathlib import Path
 from stackllama_cli.core.console import info, progress
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.core.files import atomic_dir
+from stackllama_cli.models.card import write_merged_card
 from stackllama_cli.models.load import REWARD_STATS_FILENAME
 from stackllama_cli.models.resolve import adapter_task_type, resolve_model
 
@@ -65,6 +66,7 @@ def merge(adapter: str, output: str, base: str | None = None, overwrite: bool = 
             if diff > 1e-3:
                 raise StackLlamaError(f"merged model differs from base + adapter (max |logit diff| {diff:.3g}); "
                                       "nothing was written")
+            write_merged_card(tmp, spec, kind, diff, output)  # the adapters' cards carried forward
             bar.advance(task)
     info(f"Merged {kind} adapter {spec.adapter} into {spec.path} -> [bold]{output}[/] "
          f"(max |logit diff| vs base + adapter: {diff:.2e})")

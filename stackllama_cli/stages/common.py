@@ -11,26 +11,26 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from stackllama_cli.core.config import check_exclusive, check_precision, require
 from stackllama_cli.core.files import CHECKPOINTS_DIRNAME
 from stackllama_cli.core.metrics import METRICS_FILENAME, truncate_jsonl
 from stackllama_cli.dist.ranks import is_main_process, wait_for_everyone
-
-REPORT_TO = ("none", "tensorboard", "wandb", "trackio")
-
-
-def check_report_to(value: str) -> None:
-    require(value in REPORT_TO, f"--report-to must be one of {', '.join(REPORT_TO)}")
+from stackllama_cli.stages.trackers import check_report_to  # noqa: F401  (ppo's config imports it from here)
 
 
 @dataclasses.dataclass
 class TrainCommon:
     """Options every Trainer-based stage shares. Stage configs subclass this and override defaults."""
 
+    TRAINER_ARGS: ClassVar[str] = "transformers:TrainingArguments"  # what other config-file keys must be fields of
+
     model: str = "smollm2-135m"
     data: str = "runs/demo/data"
+    data_dir: str | None = None  # a subfolder of --data holding the stage's split (data/sources.py)
+    split: str | None = None  # the stage's split by another name
+    columns: str = ""  # 'ours=theirs,...' column mapping (data/columns.py)
     output: str = "runs/stage"
     base: str | None = None
     max_steps: int = -1  # > 0 overrides epochs
@@ -57,8 +57,10 @@ class TrainCommon:
     lora_target_modules: str = "all-linear"
     trust_remote_code: bool = False
     report_to: str = "none"
+    run_name: str | None = None
     resume: bool = False
     overwrite: bool = False
+    trainer_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # config-file keys for TRL's config
 
     def __post_init__(self) -> None:
         require(self.max_steps > 0 or self.epochs > 0, "give --max-steps or --epochs greater than 0")
@@ -72,6 +74,10 @@ class TrainCommon:
         check_exclusive(self.load_in_8bit, self.load_in_4bit, self.resume, self.overwrite)
         check_precision(self.precision)
         check_report_to(self.report_to)
+        if self.trainer_args:
+            from stackllama_cli.stages.trainer_args import check_trainer_args
+
+            check_trainer_args(self.trainer_args, self.TRAINER_ARGS, (f.name for f in dataclasses.fields(self)))
         for name in ("logging_steps", "save_steps", "eval_steps"):
             require(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
 
@@ -129,7 +135,9 @@ def precision_kwargs(precision: str) -> dict[str, Any]:
 
 
 def training_args_kwargs(cfg: TrainCommon, output: Path, has_eval: bool) -> dict[str, Any]:
-    """The TrainingArguments fields common to SFTConfig and RewardConfig."""
+    """The TrainingArguments fields common to SFTConfig and RewardConfig, then the config file's others."""
+    from stackllama_cli.stages.trackers import run_name, transformers_report_to
+
     return dict(
         output_dir=str(output / CHECKPOINTS_DIRNAME),
         max_steps=cfg.max_steps,
@@ -151,10 +159,12 @@ def training_args_kwargs(cfg: TrainCommon, output: Path, has_eval: bool) -> dict
         save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=cfg.eval_steps if has_eval else None,
-        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        report_to=transformers_report_to(cfg.report_to),
+        run_name=run_name(cfg.run_name, cfg.output),
         disable_tqdm=True,  # our progress instead (stages/callbacks.py)
         ddp_find_unused_parameters=False,  # LoRA uses every trainable parameter; the search costs a graph pass
         **precision_kwargs(cfg.precision),
+        **cfg.trainer_args,
     )
 
 
@@ -174,6 +184,7 @@ def install_callbacks(trainer, output: Path, description: str, max_minutes: floa
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from stackllama_cli.stages.callbacks import JsonlMetricsCallback, TimeBudgetCallback, TrainProgressCallback
+    from stackllama_cli.stages.trackers import point_local_trackers
 
     budget = TimeBudgetCallback(max_minutes) if max_minutes > 0 else None
     trainer.remove_callback(PrinterCallback)
@@ -182,6 +193,7 @@ def install_callbacks(trainer, output: Path, description: str, max_minutes: floa
     trainer.add_callback(JsonlMetricsCallback(output / METRICS_FILENAME))
     if budget is not None:
         trainer.add_callback(budget)
+    point_local_trackers(trainer, output)
     return budget
 
 

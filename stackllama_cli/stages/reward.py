@@ -26,6 +26,7 @@ from stackllama_cli.core.rundir import check_resume_config, finish_run, open_run
 from stackllama_cli.data.datasets import load_split
 from stackllama_cli.data.prompts import format_example, reward_token_ids
 from stackllama_cli.data.reward_metrics import mean_std
+from stackllama_cli.data.sources import data_source
 from stackllama_cli.dist.ranks import describe_batch
 from stackllama_cli.stages.common import (
     TrainCommon,
@@ -42,6 +43,7 @@ SUMMARY_FILENAME = "reward_summary.json"
 
 @dataclasses.dataclass
 class RewardConfig(TrainCommon):
+    TRAINER_ARGS = "trl:RewardConfig"
     output: str = "runs/reward"
     max_length: int = 512
     truncate: bool = False  # default: drop pairs over max_length (counted), like the original
@@ -115,6 +117,7 @@ def run(cfg: RewardConfig) -> dict:
     from trl import RewardTrainer
 
     from stackllama_cli.dist.ranks import effective_batch_size, world_size
+    from stackllama_cli.models.card import write_model_card
     from stackllama_cli.models.load import REWARD_STATS_FILENAME, load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
     from stackllama_cli.stages.eval_rm import evaluate_pairs, score_texts
@@ -124,11 +127,11 @@ def run(cfg: RewardConfig) -> dict:
                        inputs=(cfg.model, cfg.base, cfg.data))
     check_resume_config(cfg, run_dir)
     out = run_dir.work
-    train_pairs = load_split(cfg.data, "reward")
+    train_pairs = load_split(data_source(cfg, "reward"), "reward")
     eval_pairs = None
-    if cfg.eval_pairs and Path(cfg.data).is_dir():
+    if cfg.eval_pairs and not Path(cfg.data).is_file():
         try:
-            eval_pairs = load_split(cfg.data, "evaluation")
+            eval_pairs = load_split(data_source(cfg, "reward"), "evaluation")
             eval_pairs = eval_pairs.select(range(min(cfg.eval_pairs, len(eval_pairs))))
         except StackLlamaError as exc:
             warn(f"training without evaluation: {exc}")
@@ -188,6 +191,8 @@ def run(cfg: RewardConfig) -> dict:
         tokenizer.save_pretrained(tmp)
         make_adapter_portable(tmp, spec)
         write_json(tmp / REWARD_STATS_FILENAME, {"mean": mean, "std": std, "n": len(texts)})
+        write_model_card(tmp, cfg, spec, {"train_loss": result.training_loss, "steps": result.global_step,
+                                          "train_pairs": len(train_ids["chosen_ids"]), "evaluation": evaluation})
 
     publish(save, out)
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []

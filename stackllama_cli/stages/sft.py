@@ -18,6 +18,7 @@ from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_json
 from stackllama_cli.core.rundir import check_resume_config, finish_run, open_run
 from stackllama_cli.data.datasets import load_split
 from stackllama_cli.data.prompts import format_example
+from stackllama_cli.data.sources import data_source
 from stackllama_cli.dist.ranks import describe_batch
 from stackllama_cli.stages.common import (
     TrainCommon,
@@ -35,6 +36,7 @@ SUMMARY_FILENAME = "sft_summary.json"
 
 @dataclasses.dataclass
 class SftConfig(TrainCommon):
+    TRAINER_ARGS = "trl:SFTConfig"
     output: str = "runs/sft"
     seq_length: int = 1024
     packing: str = "bfd"  # bfd: best-fit, documents isolated; wrapped: original chunks; none: padding
@@ -63,11 +65,12 @@ def sft_texts(ds) -> list[str]:
 def load_texts(cfg: SftConfig):
     import datasets
 
-    train = sft_texts(load_split(cfg.data, "finetune", columns=("question", "response_j")))
+    source = data_source(cfg, "finetune")
+    train = sft_texts(load_split(source, "finetune", columns=("question", "response_j")))
     evaluation: list[str] = []
-    if cfg.eval_samples and Path(cfg.data).is_dir():
+    if cfg.eval_samples and not Path(cfg.data).is_file():
         try:
-            evaluation = sft_texts(load_split(cfg.data, "evaluation", columns=("question", "response_j")))
+            evaluation = sft_texts(load_split(source, "evaluation", columns=("question", "response_j")))
         except Exception:  # no evaluation split: train without eval
             warn(f"no evaluation split in {cfg.data}: training without eval loss")
         evaluation = evaluation[: cfg.eval_samples]
@@ -104,6 +107,7 @@ def build_model(cfg: SftConfig, spec):
 def run(cfg: SftConfig) -> dict:
     from trl import SFTConfig, SFTTrainer
 
+    from stackllama_cli.models.card import write_model_card
     from stackllama_cli.models.load import load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
 
@@ -155,6 +159,8 @@ def run(cfg: SftConfig) -> dict:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         make_adapter_portable(tmp, spec)
+        write_model_card(tmp, cfg, spec, {"train_loss": result.training_loss, "eval_loss": eval_loss, "steps":
+                         result.global_step, "train_texts": len(train_ds), "eval_texts": len(eval_ds or ())})
 
     publish(save, out)
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []

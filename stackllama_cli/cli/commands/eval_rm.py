@@ -29,9 +29,10 @@ With several GPUs (or --cpu-processes N) the pairs are split across processes; -
 )
 
 
-def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, score: bool, limit: Optional[int],
-              batch_size: int, max_length: Optional[int], precision: str, load_in_8bit: bool, load_in_4bit: bool,
-              trust_remote_code: bool, json_out: bool, **launch) -> None:
+def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, data_dir: Optional[str],
+              columns: str, score: bool, limit: Optional[int], batch_size: int, max_length: Optional[int],
+              precision: str, load_in_8bit: bool, load_in_4bit: bool, trust_remote_code: bool, json_out: bool,
+              **launch) -> None:
     from stackllama_cli.core.config import check_exclusive, check_precision
     from stackllama_cli.core.errors import UsageError
 
@@ -52,10 +53,12 @@ def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, 
         raise UsageError("give --data (prepare-data output) to evaluate, or --score to score JSONL from stdin")
     o.launch_from_params(launch)  # pairs split across processes (--score reads stdin: one process)
     from stackllama_cli.core.console import print_json
+    from stackllama_cli.data.sources import DataSource
     from stackllama_cli.dist.ranks import is_main_process
     from stackllama_cli.stages.eval_rm import evaluate, print_report
 
-    result = evaluate(model, str(data), split=split, batch_size=batch_size, max_length=max_length, limit=limit,
+    source = DataSource(str(data), data_dir, columns=columns, role=split)  # read by data/datasets.py:load_split
+    result = evaluate(model, source, split=split, batch_size=batch_size, max_length=max_length, limit=limit,
                       **load)
     if not is_main_process():
         return
@@ -68,9 +71,11 @@ def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, 
 command = command_from_table(_evaluate, [
     ("model", Annotated[str, typer.Argument(help="Reward model: train-rm output (adapter) or a merged one.",
                                             show_default=False)], P.empty),
-    ("data", Annotated[Optional[Path], typer.Option("--data", "-d", help="prepare-data output or a pairs file.")],
-     None),
-    ("split", Annotated[str, typer.Option("--split", help="Split to evaluate.")], "evaluation"),
+    ("data", Annotated[Optional[Path], typer.Option("--data", "-d", help="prepare-data output, a pairs file or "
+                                                    "folder datasets reads, or a Hub dataset id.")], None),
+    ("split", Annotated[str, typer.Option("--split", help="Split to evaluate (evaluation also finds test or "
+                                          "validation).")], "evaluation"),
+    ("data_dir", o.DataDir, None), ("columns", o.Columns, ""),
     ("score", Annotated[bool, typer.Option("--score", help="Read {question, response} JSONL on stdin, write it back "
                                            "with a 'reward' field on stdout.")], False),
     ("limit", Annotated[Optional[int], typer.Option("--limit", help="Evaluate only the first N pairs.")], None),

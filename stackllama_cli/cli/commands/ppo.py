@@ -45,7 +45,7 @@ command = stage_command(C, "ppo", "stackllama_cli.stages.ppo.loop", [
                                           rich_help_panel=o.MODEL_PANEL)], C.model),
     ("reward_model", Annotated[str, typer.Option("--reward-model", "-r", help="train-rm output (adapter or merged).",
                                                  rich_help_panel=o.MODEL_PANEL)], C.reward_model),
-    ("data", o.Data, Path(C.data)),
+    ("data", o.Data, Path(C.data)), *o.DATA_OPTIONS,
     ("output", o.OutputDir, Path(C.output)),
     _row("steps", int, "PPO steps (each: generate, score, optimise)."),
     _row("batch_size", int, "Prompts per step per process; a multiple of --mini-batch-size x --grad-accum."),
@@ -96,6 +96,6 @@ command = stage_command(C, "ppo", "stackllama_cli.stages.ppo.loop", [
     *lora_rows(C), *model_rows(C.precision), *o.LAUNCH_OPTIONS,
     _row("save_every", int, "Checkpoint every N steps.", o.OUTPUT_PANEL),
     _row("log_samples", int, "Show and log samples every N steps (0: off).", o.OUTPUT_PANEL),
-    ("report_to", o.ReportTo, C.report_to),
+    ("report_to", o.ReportTo, C.report_to), ("run_name", o.RunName, None),
     *run_rows(),
 ])

@@ -14,6 +14,9 @@ class PpoConfig:
     model: str = "runs/sft"  # the SFT model: merged dir, or base + SFT adapter dir
     reward_model: str = "runs/reward"
     data: str = "runs/demo/data"
+    data_dir: str | None = None  # data options as in sft (data/sources.py)
+    split: str | None = None
+    columns: str = ""
     output: str = "runs/ppo"
     steps: int = 100
     batch_size: int = 32  # prompts per PPO step per process
@@ -62,6 +65,7 @@ class PpoConfig:
     lora_target_modules: str = "all-linear"
     gradient_checkpointing: bool = False
     report_to: str = "none"
+    run_name: str | None = None
     load_in_8bit: bool = False
     load_in_4bit: bool = False
     precision: str = "auto"
@@ -107,7 +111,7 @@ class PpoConfig:
                 "--top-k >= 0, 0 < --top-p <= 1 and --temperature > 0")
         require(self.max_prompt_length >= 4, "--max-prompt-length must be at least 4")
         require(self.save_every >= 1 and self.log_samples >= 0, "--save-every >= 1 and --log-samples >= 0")
-        check_report_to(self.report_to)
+        check_report_to(self.report_to, accelerate=True)
         check_exclusive(self.load_in_8bit, self.load_in_4bit, self.resume, self.overwrite)
         check_precision(self.precision)
         require(self.ratio_threshold > 1, "--ratio-threshold must be above 1")

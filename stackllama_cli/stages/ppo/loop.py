@@ -42,6 +42,7 @@ from stackllama_cli.stages.ppo.reward import load_reward, score, shape_scores
 from stackllama_cli.stages.ppo.rollout import generate
 from stackllama_cli.stages.ppo.update import optimise
 from stackllama_cli.stages.ppo.warmstart import init_value_head, reward_stats
+from stackllama_cli.stages.trackers import accelerate_trackers
 
 SAMPLES = "samples.jsonl"
 
@@ -49,6 +50,7 @@ SAMPLES = "samples.jsonl"
 def run(cfg: PpoConfig) -> dict:
     from accelerate import Accelerator
 
+    from stackllama_cli.models.card import write_model_card
     from stackllama_cli.models.load import load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
 
@@ -56,10 +58,10 @@ def run(cfg: PpoConfig) -> dict:
                        inputs=(cfg.model, cfg.reward_model, cfg.data))
     check_resume_config(cfg, run_dir)
     out = run_dir.work
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
-    if cfg.report_to != "none":
-        accelerator.init_trackers("stackllama-ppo", config=to_dict(cfg))
+    log_with, trackers = accelerate_trackers(cfg.report_to, cfg.run_name, out, to_dict(cfg))
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with, project_dir=str(out))
+    if trackers:
+        accelerator.init_trackers(**trackers)
     world, rank = accelerator.num_processes, accelerator.process_index
     spec = resolve_model(cfg.model)
     tokenizer = load_tokenizer(spec, padding_side="left", trust_remote_code=cfg.trust_remote_code)
@@ -171,6 +173,7 @@ def run(cfg: PpoConfig) -> dict:
                   tmp / VALUE_HEAD)
         tokenizer.save_pretrained(tmp)
         make_adapter_portable(tmp, spec)
+        write_model_card(tmp, cfg, spec, summarise(read_jsonl(out / METRICS_FILENAME), dropped, len(prompts)))
 
     publish(save, out)
     accelerator.end_training()
