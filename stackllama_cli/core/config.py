@@ -146,6 +146,14 @@ def check_precision(precision: str) -> None:
         raise UsageError(f"--precision must be {', '.join(PRECISIONS)}, not {precision!r}")
 
 
+def load_options(precision: str, load_in_8bit: bool, load_in_4bit: bool, trust_remote_code: bool) -> dict:
+    """The model-loading options of a command without a stage config (generate, eval-rm), checked."""
+    check_precision(precision)
+    check_exclusive(load_in_8bit, load_in_4bit)
+    return dict(precision=precision, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
+                trust_remote_code=trust_remote_code)
+
+
 def check_exclusive(load_in_8bit: bool = False, load_in_4bit: bool = False, resume: bool = False,
                     overwrite: bool = False) -> None:
     """Option pairs that contradict each other, in every command that has them (exit 2, like click)."""

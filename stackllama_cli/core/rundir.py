@@ -138,6 +138,14 @@ def open_run(output: str | Path, *, resume: bool, overwrite: bool, find_checkpoi
     return run
 
 
+def open_stage_run(cfg: Any, find_checkpoint: Callable[[Path], Any], inputs: Iterable[str | None]) -> RunDir:
+    """`open_run` for a stage config (output, resume, overwrite), with its --resume options checked."""
+    run = open_run(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, find_checkpoint=find_checkpoint,
+                   inputs=inputs)
+    check_resume_config(cfg, run)
+    return run
+
+
 def finish_run(run: RunDir) -> Path:
     """The run succeeded: staging replaces the old output; the lock is released. Returns the final path."""
     _finish(run)

@@ -22,7 +22,7 @@ from stackllama_cli.core.console import info, summary_table, warn
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl
-from stackllama_cli.core.rundir import check_resume_config, finish_run, open_run
+from stackllama_cli.core.rundir import finish_run, open_stage_run
 from stackllama_cli.data.datasets import load_split
 from stackllama_cli.data.prompts import format_example, reward_token_ids
 from stackllama_cli.data.reward_metrics import mean_std
@@ -123,9 +123,7 @@ def run(cfg: RewardConfig) -> dict:
     from stackllama_cli.stages.eval_rm import evaluate_pairs, score_texts
 
     # 1. data
-    run_dir = open_run(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, find_checkpoint=last_checkpoint,
-                       inputs=(cfg.model, cfg.base, cfg.data))
-    check_resume_config(cfg, run_dir)
+    run_dir = open_stage_run(cfg, last_checkpoint, inputs=(cfg.model, cfg.base, cfg.data))
     out = run_dir.work
     train_pairs = load_split(data_source(cfg, "reward"), "reward")
     eval_pairs = None

@@ -15,7 +15,7 @@ from stackllama_cli.core.config import require, save_config
 from stackllama_cli.core.console import info, summary_table, warn
 from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl
-from stackllama_cli.core.rundir import check_resume_config, finish_run, open_run
+from stackllama_cli.core.rundir import finish_run, open_stage_run
 from stackllama_cli.data.datasets import load_split
 from stackllama_cli.data.prompts import format_example
 from stackllama_cli.data.sources import data_source
@@ -112,9 +112,7 @@ def run(cfg: SftConfig) -> dict:
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
 
     # 1. data and output dir (checked before the model loads: errors come fast)
-    run_dir = open_run(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, find_checkpoint=last_checkpoint,
-                       inputs=(cfg.model, cfg.base, cfg.data))
-    check_resume_config(cfg, run_dir)
+    run_dir = open_stage_run(cfg, last_checkpoint, inputs=(cfg.model, cfg.base, cfg.data))
     out = run_dir.work
     train_ds, eval_ds = load_texts(cfg)
     spec = resolve_model(cfg.model, base=cfg.base)

@@ -33,13 +33,10 @@ def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, 
               columns: str, score: bool, limit: Optional[int], batch_size: int, max_length: Optional[int],
               precision: str, load_in_8bit: bool, load_in_4bit: bool, trust_remote_code: bool, json_out: bool,
               **launch) -> None:
-    from stackllama_cli.core.config import check_exclusive, check_precision
+    from stackllama_cli.core.config import load_options
     from stackllama_cli.core.errors import UsageError
 
-    check_precision(precision)
-    check_exclusive(load_in_8bit, load_in_4bit)
-    load = dict(precision=precision, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
-                trust_remote_code=trust_remote_code)
+    load = load_options(precision, load_in_8bit, load_in_4bit, trust_remote_code)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if score:

@@ -61,12 +61,9 @@ def command(
     sampling = config_from_cli(S, ctx, dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                             top_k=top_k, repetition_penalty=repetition_penalty, seed=seed),
                                None, "generate")
-    from stackllama_cli.core.config import check_exclusive, check_precision
+    from stackllama_cli.core.config import load_options
 
-    check_precision(precision)
-    check_exclusive(load_in_8bit, load_in_4bit)
-    load = dict(precision=precision, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
-                trust_remote_code=trust_remote_code)
+    load = load_options(precision, load_in_8bit, load_in_4bit, trust_remote_code)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     chat_mode = interactive if interactive is not None else (input is None and sys.stdin.isatty())

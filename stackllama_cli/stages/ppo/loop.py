@@ -20,7 +20,7 @@ from stackllama_cli.core.console import info, summary_table
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, MetricsLog, read_jsonl, truncate_jsonl
-from stackllama_cli.core.rundir import check_resume_config, finish_run, open_run
+from stackllama_cli.core.rundir import finish_run, open_stage_run
 from stackllama_cli.data.prompts import format_prompt
 from stackllama_cli.dist.ranks import is_main_process
 from stackllama_cli.stages.ppo import math as pm
@@ -54,9 +54,7 @@ def run(cfg: PpoConfig) -> dict:
     from stackllama_cli.models.load import load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
 
-    run_dir = open_run(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, find_checkpoint=last_checkpoint,
-                       inputs=(cfg.model, cfg.reward_model, cfg.data))
-    check_resume_config(cfg, run_dir)
+    run_dir = open_stage_run(cfg, last_checkpoint, inputs=(cfg.model, cfg.reward_model, cfg.data))
     out = run_dir.work
     log_with, trackers = accelerate_trackers(cfg.report_to, cfg.run_name, out, to_dict(cfg))
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with, project_dir=str(out))
