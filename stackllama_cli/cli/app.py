@@ -16,6 +16,7 @@ import typer
 
 from stackllama_cli import __version__
 from stackllama_cli.cli.commands import (
+    compare,
     demo,
     dpo,
     eval_rm,
@@ -32,7 +33,8 @@ from stackllama_cli.core.errors import DEBUG_ENV, StackLlamaError, debug_enabled
 app = typer.Typer(
     name="stackllama",
     help="From a StackExchange dump to a LLaMA-family model tuned with RLHF: "
-    "[bold]prepare-data[/] -> [bold]sft[/] -> [bold]train-rm[/] -> [bold]ppo[/] (or [bold]dpo[/], [bold]rloo[/]).",
+    "[bold]prepare-data[/] -> [bold]sft[/] -> [bold]train-rm[/] -> [bold]ppo[/] (or [bold]dpo[/], [bold]rloo[/]) "
+    "-> [bold]compare[/].",
     rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -73,7 +75,7 @@ def reflow(epilog: str) -> str:
 
 # Each module in cli/commands/ defines `COMMAND` (keyword arguments of `app.command`: name, help, epilog)
 # and `command` (the function). Registered explicitly, in help order.
-COMMAND_MODULES = (prepare_data, sft, train_rm, eval_rm, ppo, dpo, rloo, merge, generate, demo)
+COMMAND_MODULES = (prepare_data, sft, train_rm, eval_rm, ppo, dpo, rloo, merge, generate, compare, demo)
 COMMANDS = [module.__name__.rsplit(".", 1)[1] for module in COMMAND_MODULES]
 for _module in COMMAND_MODULES:
     app.command(**{**_module.COMMAND, "epilog": reflow(_module.COMMAND.get("epilog", ""))})(_module.command)
