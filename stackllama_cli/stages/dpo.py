@@ -40,6 +40,7 @@ LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
 
 @dataclasses.dataclass
 class DpoConfig(TrainCommon):
+    model: str = "runs/sft"
     output: str = "runs/dpo"
     split: str = "rl"
     beta: float = 0.1
