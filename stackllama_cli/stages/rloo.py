@@ -170,7 +170,7 @@ def run(cfg: RlooConfig) -> dict:
     from trl import RLOOConfig
 
     from stackllama_cli.data.prompts import format_prompt
-    from stackllama_cli.dist.ranks import distributed_state
+    from stackllama_cli.dist.ranks import distributed_state, effective_batch_size, world_size
     from stackllama_cli.models.load import load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
     from stackllama_cli.stages.ppo.batches import load_prompts
@@ -230,7 +230,8 @@ def run(cfg: RlooConfig) -> dict:
     publish(save, out)
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []
     summary = summarise(records, len(questions), dropped, result, seconds,
-                        (result.global_step - steps_before) * cfg.batch_size * cfg.grad_accum)
+                        (result.global_step - steps_before) * effective_batch_size(cfg.batch_size, world_size(),
+                                                                                   cfg.grad_accum))
     if is_main_process():
         write_json(out / SUMMARY_FILENAME, summary)
         plot_curves(records, out / "rloo.png", [("rm_score", "reward-model score"), ("kl", "KL to SFT"),
@@ -241,7 +242,8 @@ def run(cfg: RlooConfig) -> dict:
 
 
 def summarise(records: list[dict], prompts: int, dropped: int, result, seconds: float, answers: int) -> dict:
-    """The run in a few numbers: the reward-model score early and late, the last KL, degenerate share."""
+    """The run in a few numbers: the reward-model score early and late, the last KL, degenerate share
+    (`answers`: sampled in this session, all processes)."""
     train = [r for r in records if r.get("rm_score") is not None]
 
     def mean(key: str, part: list[dict]):
