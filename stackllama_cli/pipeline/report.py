@@ -195,7 +195,8 @@ def comparison_section(run_dir: Path) -> list[str]:
         items.append(f"<li class={cls}>{esc(m['verdict'])}</li>")
     n = result["questions"]
     if differs:
-        headline = (f"Beyond the 95% interval of the paired difference, only {esc(', '.join(differs))} differ from "
+        verb = "differs" if len(differs) == 1 else "differ"
+        headline = (f"Beyond the 95% interval of the paired difference, only {esc(', '.join(differs))} {verb} from "
                     f"{esc(first)}; every other gap in this table is within what {n} questions leave uncertain.")
     else:
         headline = (f"No model's reward differs from {esc(first)}'s beyond the 95% interval of the paired "
