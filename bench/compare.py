@@ -1,11 +1,13 @@
-"""PPO vs DPO vs RLOO on SmolLM2-135M and the real beer dump, on 2 CPU cores (~30 minutes):
+"""PPO vs DPO vs RLOO on SmolLM2-135M and the real beer dump, on 2 CPU cores:
 
     python bench/compare.py [--output runs/bench-compare] [--questions 32]
 
 prepare-data -> sft -> train-rm -> ppo, dpo, rloo (each from the same SFT adapter) -> compare of base, sft,
 ppo, dpo and rloo on held-out questions of the evaluation split, every answer scored by the one reward model.
-Each stage is skipped when its output exists (rerun to resume). Prints seconds per stage and the comparison
-as a Markdown table (the README's figures come from here).
+Sized for ~30 minutes on 2 idle cores from the rates in the README (sft 20 steps ~3 min, train-rm capped at
+5 min, ppo 6 steps at ~42 s, dpo 20 steps, rloo 10 steps, compare 5 x 32 answers of 64 tokens ~6 min).
+Each stage is skipped when its output exists; an interrupted one starts again (rerun to resume).
+Prints seconds per stage, the comparison as a Markdown table, and each model's verdict.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,14 +27,14 @@ from _common import BEER, REPO, require_dumps  # noqa: E402
 LABELS = ("base", "sft", "ppo", "dpo", "rloo")
 
 
-def stage_plan(out: Path, questions: int) -> list[tuple[str, Path, list]]:
+def stage_plan(out: Path, questions: int, model: str = "smollm2-135m") -> list[tuple[str, Path, list]]:
     """(name, artifact that marks it done, stackllama arguments)."""
     data, sft, rm, ppo, dpo, rloo = (out / n for n in ("data", "sft", "reward", "ppo", "dpo", "rloo"))
     seed = ["--seed", 0]
     return [
         ("prepare-data", data / "stats.json", ["prepare-data", BEER, "--output", data, *seed]),
         ("sft", sft / "adapter_config.json",
-         ["sft", "--model", "smollm2-135m", "--data", data, "--output", sft, "--max-steps", 20, "--batch-size", 4,
+         ["sft", "--model", model, "--data", data, "--output", sft, "--max-steps", 20, "--batch-size", 4,
           "--seq-length", 256, "--learning-rate", 2e-4, "--eval-samples", 16, "--eval-steps", 100, *seed]),
         ("train-rm", rm / "adapter_config.json",
          ["train-rm", "--model", sft, "--data", data, "--output", rm, "--max-steps", 30, "--batch-size", 4,
@@ -49,7 +52,7 @@ def stage_plan(out: Path, questions: int) -> list[tuple[str, Path, list]]:
           "--batch-size", 4, "--num-generations", 4, "--max-new-tokens", 48, "--learning-rate", 1e-4,
           "--max-prompt-length", 256, *seed]),
         ("compare", out / "compare" / "compare.json",
-         ["compare", "smollm2-135m", sft, ppo, dpo, rloo, "--labels", ",".join(LABELS), "--reward-model", rm,
+         ["compare", model, sft, ppo, dpo, rloo, "--labels", ",".join(LABELS), "--reward-model", rm,
           "--data", data, "--limit", questions, "--max-new-tokens", 64, "--output", out / "compare", *seed]),
     ]
 
@@ -74,15 +77,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", default=str(REPO / "runs" / "bench-compare"))
     parser.add_argument("--questions", type=int, default=32)
+    parser.add_argument("--model", default="smollm2-135m", help="base model (another one only to try the script)")
     a = parser.parse_args()
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     times_path = out / "stage_seconds.json"
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
-    for name, done, args in stage_plan(out, a.questions):
+    for name, done, args in stage_plan(out, a.questions, a.model):
         if done.is_file():
             print(f"{name}: done already ({times.get(name, '?')} s)", flush=True)
             continue
+        if done.parent.exists():  # an interrupted stage: start it again from scratch
+            shutil.rmtree(done.parent)
         start = time.time()
         proc = subprocess.run([sys.executable, "-m", "stackllama_cli", *map(str, args)],
                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})  # progress on our stderr
@@ -92,7 +98,7 @@ def main() -> None:
         times_path.write_text(json.dumps(times, indent=2) + "\n")
         print(f"{name}: {times[name]} s", flush=True)
     result = json.loads((out / "compare" / "compare.json").read_text())
-    print(f"\nSmolLM2-135M, beer dump, 2 CPU cores: {sum(times.values()) / 60:.1f} min in all "
+    print(f"\n{a.model}, beer dump, 2 CPU cores: {sum(times.values()) / 60:.1f} min in all "
           f"({', '.join(f'{k} {v:.0f} s' for k, v in times.items())})")
     print(f"{result['questions']} held-out questions, {result['sampling']['max_new_tokens']} new tokens, "
           f"reward model {result['reward_model']}\n")
