@@ -15,14 +15,28 @@ from typing import Annotated, Optional
 import typer
 
 from stackllama_cli import __version__
-from stackllama_cli.cli.commands import demo, env, eval_rm, generate, merge, ppo, prepare_data, sft, train_rm
+from stackllama_cli.cli.commands import (
+    compare,
+    demo,
+    dpo,
+    env,
+    eval_rm,
+    generate,
+    merge,
+    ppo,
+    prepare_data,
+    rloo,
+    sft,
+    train_rm,
+)
 from stackllama_cli.core.cards import forget_command, record_command
 from stackllama_cli.core.errors import DEBUG_ENV, StackLlamaError, debug_enabled, one_line
 
 app = typer.Typer(
     name="stackllama",
     help="From a StackExchange dump to a LLaMA-family model tuned with RLHF: "
-    "[bold]prepare-data[/] -> [bold]sft[/] -> [bold]train-rm[/] -> [bold]ppo[/].",
+    "[bold]prepare-data[/] -> [bold]sft[/] -> [bold]train-rm[/] -> [bold]ppo[/] (or [bold]dpo[/], [bold]rloo[/]) "
+    "-> [bold]compare[/].",
     rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -75,7 +89,7 @@ def reflow(epilog: str) -> str:
 
 # Each module in cli/commands/ defines `COMMAND` (keyword arguments of `app.command`: name, help, epilog)
 # and `command` (the function). Registered explicitly, in help order.
-COMMAND_MODULES = (prepare_data, sft, train_rm, eval_rm, ppo, merge, generate, demo, env)
+COMMAND_MODULES = (prepare_data, sft, train_rm, eval_rm, ppo, dpo, rloo, merge, generate, compare, demo, env)
 COMMANDS = [module.__name__.rsplit(".", 1)[1] for module in COMMAND_MODULES]
 for _module in COMMAND_MODULES:
     app.command(**{**_module.COMMAND, "epilog": reflow(_module.COMMAND.get("epilog", ""))})(_module.command)

@@ -26,14 +26,18 @@ REPORT_FILENAME = "report.html"
 
 # Step budgets. `small` is sized for ~10-15 minutes on 2 CPU cores with SmolLM2-135M.
 # SmolLM2-135M on 2 CPU cores (measured, bench/): LoRA fwd+bwd ~130 tokens/s, generation ~46 tokens/s at batch 8.
+# questions / answer_tokens: what `compare` asks every model at the end.
 BUDGETS = {
     "small": dict(sft_steps=12, sft_batch=4, seq_length=256, sft_lr=2e-4, rm_steps=20, rm_batch=4,
                   rm_max_length=256, rm_lr=1e-4, ppo_steps=10, ppo_batch=8, ppo_lr=1e-4, min_new=24, max_new=48,
-                  questions=4, answer_tokens=64),
+                  dpo_steps=8, dpo_batch=2, dpo_max_length=256, dpo_prompt_length=128, dpo_lr=5e-4, dpo_eval=8,
+                  rloo_steps=6, rloo_batch=4, rloo_k=4, rloo_lr=1e-4, questions=8, answer_tokens=64),
     "medium": dict(sft_steps=60, sft_batch=8, seq_length=512, sft_lr=2e-4, rm_steps=80, rm_batch=8,
                    rm_max_length=384, rm_lr=5e-5, ppo_steps=30, ppo_batch=16, ppo_lr=5e-5, min_new=32, max_new=96,
-                   questions=8, answer_tokens=128),
+                   dpo_steps=40, dpo_batch=4, dpo_max_length=512, dpo_prompt_length=256, dpo_lr=5e-4, dpo_eval=32,
+                   rloo_steps=20, rloo_batch=8, rloo_k=4, rloo_lr=5e-5, questions=16, answer_tokens=128),
 }
+COMPARED = ("base", "sft", "ppo", "dpo", "rloo")  # the models `compare` answers with, the first the baseline
 
 
 @dataclasses.dataclass
@@ -61,8 +65,9 @@ class Stage:
 def stages(cfg: DemoConfig, out: Path) -> list[Stage]:
     b = BUDGETS[cfg.budget]
     seed = ["--seed", str(cfg.seed)]
-    data, sft, reward, ppo, answers = out / "data", out / "sft", out / "reward", out / "ppo", out / "answers"
-    plan = [
+    data, sft, reward, ppo = out / "data", out / "sft", out / "reward", out / "ppo"
+    dpo, rloo, compare = out / "dpo", out / "rloo", out / "compare"
+    return [
         Stage("prepare-data", ["prepare-data", *cfg.data, "--output", str(data), *seed], data / "stats.json"),
         Stage("sft", ["sft", "--model", cfg.model, "--data", str(data), "--output", str(sft),
                       "--max-steps", str(b["sft_steps"]), "--batch-size", str(b["sft_batch"]),
@@ -71,7 +76,8 @@ def stages(cfg: DemoConfig, out: Path) -> list[Stage]:
         Stage("train-rm", ["train-rm", "--model", str(sft), "--data", str(data), "--output", str(reward),
                            "--max-steps", str(b["rm_steps"]), "--batch-size", str(b["rm_batch"]),
                            "--max-length", str(b["rm_max_length"]), "--learning-rate", str(b["rm_lr"]),
-                           "--eval-steps", str(b["rm_steps"] // 2), "--logging-steps", "1", *seed], reward / "adapter_config.json"),
+                           "--eval-steps", str(b["rm_steps"] // 2), "--logging-steps", "1", *seed],
+              reward / "adapter_config.json"),
         Stage("eval-rm", ["eval-rm", str(reward), "--data", str(data), "--json"], out / "eval-rm.json",
               stdout=out / "eval-rm.json"),
         Stage("ppo", ["ppo", "--model", str(sft), "--reward-model", str(reward), "--data", str(data),
@@ -79,31 +85,23 @@ def stages(cfg: DemoConfig, out: Path) -> list[Stage]:
                       "--min-new-tokens", str(b["min_new"]), "--max-new-tokens", str(b["max_new"]),
                       "--learning-rate", str(b["ppo_lr"]), "--log-samples", str(b["ppo_steps"] // 2), *seed],
               ppo / "adapter_config.json"),
+        # evaluated once, after training (--eval-steps past the end): a last step-wise eval would repeat it
+        Stage("dpo", ["dpo", "--model", str(sft), "--data", str(data), "--output", str(dpo),
+                      "--max-steps", str(b["dpo_steps"]), "--batch-size", str(b["dpo_batch"]),
+                      "--max-length", str(b["dpo_max_length"]), "--max-prompt-length", str(b["dpo_prompt_length"]),
+                      "--learning-rate", str(b["dpo_lr"]), "--eval-pairs", str(b["dpo_eval"]),
+                      "--eval-steps", str(b["dpo_steps"] + 1), "--logging-steps", "1", *seed],
+              dpo / "adapter_config.json"),
+        Stage("rloo", ["rloo", "--model", str(sft), "--reward-model", str(reward), "--data", str(data),
+                       "--output", str(rloo), "--max-steps", str(b["rloo_steps"]), "--batch-size",
+                       str(b["rloo_batch"]), "--num-generations", str(b["rloo_k"]), "--max-new-tokens",
+                       str(b["max_new"]), "--learning-rate", str(b["rloo_lr"]), "--logging-steps", "1",
+                       "--log-samples", str(max(1, b["rloo_steps"] // 2)), *seed], rloo / "adapter_config.json"),
+        Stage("compare", ["compare", cfg.model, str(sft), str(ppo), str(dpo), str(rloo), "--labels",
+                          ",".join(COMPARED), "--reward-model", str(reward), "--data", str(data), "--limit",
+                          str(b["questions"]), "--max-new-tokens", str(b["answer_tokens"]), "--output", str(compare),
+                          *seed], compare / "compare.json"),
     ]
-    questions = answers / "questions.jsonl"
-    for label, model in (("base", cfg.model), ("sft", str(sft)), ("ppo", str(ppo))):
-        raw, scored = answers / f"{label}.raw.jsonl", answers / f"{label}.jsonl"
-        plan.append(Stage(f"generate ({label})", ["generate", model, "--input", str(questions),
-                                                  "--max-new-tokens", str(b["answer_tokens"]), *seed],
-                          raw, stdout=raw))
-        plan.append(Stage(f"score ({label})", ["eval-rm", str(reward), "--score"], scored, stdout=scored,
-                          stdin=raw))
-    return plan
-
-
-def held_out_questions(data_dir: Path, n: int) -> list[dict]:
-    """The first `n` distinct questions of the evaluation split: never seen by SFT or PPO."""
-    from stackllama_cli.data.datasets import load_split
-
-    ds = load_split(data_dir, "evaluation", columns=("question",))
-    seen, out = set(), []
-    for question in ds["question"]:
-        if question not in seen:
-            seen.add(question)
-            out.append({"question": question})
-        if len(out) == n:
-            break
-    return out
 
 
 def run_stage(stage: Stage) -> None:
@@ -141,9 +139,6 @@ def run(cfg: DemoConfig) -> Path:
         if stage.done.is_file():
             info(f"[green]✓[/] {stage.name}: already done ({stage.done})")
             continue
-        if stage.name.startswith("generate") and not (out / "answers" / "questions.jsonl").is_file():
-            rows = held_out_questions(out / "data", BUDGETS[cfg.budget]["questions"])
-            atomic_write_text(out / "answers" / "questions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         start = time.time()
         run_stage(stage)
         state["stage_seconds"][stage.name] = round(time.time() - start, 1)
@@ -155,10 +150,11 @@ def run(cfg: DemoConfig) -> Path:
 
 
 def collect_answers(out: Path) -> dict[str, list[dict]]:
-    answers = {}
-    for label in ("base", "sft", "ppo"):
-        path = out / "answers" / f"{label}.jsonl"
-        answers[label] = read_jsonl(path) if path.is_file() else []
+    """label -> compare's answers (question, response, reward), in the order the models were compared."""
+    path = out / "compare" / "answers.jsonl"
+    answers: dict[str, list[dict]] = {}
+    for row in read_jsonl(path) if path.is_file() else []:
+        answers.setdefault(row["label"], []).append(row)
     return answers
 
 
@@ -178,8 +174,9 @@ def print_summary(out: Path, stage_seconds: dict[str, float]) -> None:
         ev = json.loads(rm_eval.read_text() or "{}")
         rows["RM accuracy"] = ev.get("accuracy")
         rows["length-rule accuracy"] = ev.get("length_rule_accuracy")
-    for label, rows_ in collect_answers(out).items():
-        rewards = [r["reward"] for r in rows_ if isinstance(r.get("reward"), (int, float))]
-        if rewards:
-            rows[f"mean reward ({label})"] = sum(rewards) / len(rewards)
+    compared = out / "compare" / "compare.json"
+    if compared.is_file():
+        for m in json.loads(compared.read_text())["models"]:
+            lo, hi = m["reward_ci"]
+            rows[f"reward ({m['label']})"] = f"{m['reward_mean']:.3f} [{lo:.2f}, {hi:.2f}]"
     summary_table("stackllama demo", rows)

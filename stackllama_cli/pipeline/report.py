@@ -21,7 +21,7 @@ color:#1b1f24;background:#fff}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.3em;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d0d7de;padding:.35em .6em;vertical-align:top;
 text-align:left}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.answers td{width:25%;font-size:.9em;white-space:pre-wrap}.muted{color:#57606a}.good{color:#1a7f37}.bad{color:#cf222e}
+.answers td{width:16%;font-size:.9em;white-space:pre-wrap}.muted{color:#57606a}.good{color:#1a7f37}.bad{color:#cf222e}
 img{max-width:100%;border:1px solid #d0d7de}.reward{font-weight:600;display:block;margin-top:.4em}
 """
 
@@ -131,10 +131,89 @@ def build_report(run_dir: Path, stage_times: dict[str, float], answers: dict[str
                                   "reward (last step)": last.get("reward_mean"), "KL (last step)": last.get("kl"),
                                   "beta (last step)": last.get("beta")}))
 
+    sections += dpo_section(run_dir) + rloo_section(run_dir) + comparison_section(run_dir)
     sections += ["<h2>Answers to held-out questions</h2>", answers_table(answers)]
     body = "\n".join(s for s in sections if s)
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>stackllama report</title>"
             f"<style>{CSS}</style></head><body>{body}</body></html>\n")
+
+
+def dpo_section(run_dir: Path) -> list[str]:
+    records, summary = load_metrics(run_dir / "dpo"), load_json(run_dir / "dpo" / "dpo_summary.json") or {}
+    out = ["<h2>DPO</h2>",
+           img(png_data_uri(records, [("loss", "train loss"), ("rewards/margins", "reward margin (train)"),
+                                      ("rewards/accuracies", "reward accuracy (train)")], "DPO"), "DPO curves")]
+    if summary:
+        out.append(kv_table({"steps": summary.get("steps"), "train pairs": summary.get("train_pairs"),
+                             "eval loss": summary.get("eval_loss"),
+                             "eval reward accuracy": summary.get("eval_reward_accuracy"),
+                             "eval reward margin": summary.get("eval_reward_margin"),
+                             "eval pairs": summary.get("eval_pairs")}))
+    return out
+
+
+def rloo_section(run_dir: Path) -> list[str]:
+    records = [r for r in load_metrics(run_dir / "rloo") if "rm_score" in r]
+    out = ["<h2>RLOO</h2>",
+           img(png_data_uri(records, [("rm_score", "reward-model score"), ("kl", "KL to SFT"),
+                                      ("degenerate_rate", "degenerate share")], "RLOO"), "RLOO curves")]
+    if records:
+        out.append(kv_table({"steps": records[-1].get("step"), "score (first step)": records[0].get("rm_score"),
+                             "score (last step)": records[-1].get("rm_score"), "KL (last step)": records[-1].get("kl"),
+                             "answer tokens (last step)": records[-1].get("completions/mean_length")}))
+    return out
+
+
+def _ci_text(ci: list | None, digits: int = 2) -> str:
+    return "" if not ci or ci[0] is None else f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def comparison_section(run_dir: Path) -> list[str]:
+    """compare's table, what its intervals allow us to say, and the reward-vs-length picture."""
+    from stackllama_cli.stages.compare_stats import interval_verdict
+
+    result = load_json(run_dir / "compare" / "compare.json")
+    out = ["<h2>Comparison on held-out questions</h2>"]
+    if not result:
+        return out + ["<p class=muted>No comparison run.</p>"]
+    first = result["models"][0]["label"]
+    rows = []
+    for m in result["models"]:
+        rows.append([esc(m["label"]), f"{m['reward_mean']:.3f}{_ci_text(m['reward_ci'])}",
+                     f"{m['win_rate']:.2f}{_ci_text(m['win_rate_ci'])}",
+                     f"{m['lc_win_rate']:.2f}{_ci_text(m['lc_win_rate_ci'])}", f"{m['length_mean']:.0f}",
+                     f"{m['degenerate_share']:.0%}", f"{m['distinct_2']:.2f}",
+                     "-" if m["kl_to_first"] is None else f"{m['kl_to_first']:.2f}"])
+    header = ["model", "reward (95% CI)", f"win rate vs {first}", "length-controlled win rate", "length (tokens)",
+              "degenerate", "distinct-2", f"KL to {first}"]
+    differs, items = [], []
+    for m in result["models"][1:]:
+        side = interval_verdict(tuple(float("nan") if v is None else v for v in m["reward_diff_ci"]), 0.0)
+        cls = {"above": "good", "below": "bad"}.get(side, "muted")
+        if side != "inside":
+            differs.append(m["label"])
+        items.append(f"<li class={cls}>{esc(m['verdict'])}</li>")
+    n = result["questions"]
+    if differs:
+        verb = "differs" if len(differs) == 1 else "differ"
+        headline = (f"Beyond the 95% interval of the paired difference, only {esc(', '.join(differs))} {verb} from "
+                    f"{esc(first)}; every other gap in this table is within what {n} questions leave uncertain.")
+    else:
+        headline = (f"No model's reward differs from {esc(first)}'s beyond the 95% interval of the paired "
+                    f"difference: with {n} questions, the order of the rows is not evidence that one model is "
+                    "better.")
+    plot = run_dir / "compare" / "reward_vs_length.png"
+    uri = "data:image/png;base64," + base64.b64encode(plot.read_bytes()).decode() if plot.is_file() else None
+    return out + [f"<p>{n} questions of the evaluation split, one answer per model with the same seeded "
+                  f"sampling, every answer scored by the reward model {esc(result['reward_model'])}. "
+                  "Intervals: paired bootstrap over questions.</p>",
+                  f"<p><b>{headline}</b> The reward model is the judge here: a higher reward means the reward "
+                  "model prefers it, which is only as good as the reward model's accuracy above.</p>",
+                  grid_table(header, rows), f"<ul>{''.join(items)}</ul>",
+                  f"<p class=muted>Length-controlled win rate: {esc(result['length_control']['description'])} "
+                  f"(slope {result['length_control']['slope']:.4f} reward per token). "
+                  f"KL: {esc(result['kl']['definition'])}.</p>",
+                  img(uri, "reward vs length plot")]
 
 
 def _flatten(obj: dict, prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`stackllama demo`: prepare-data -> sft -> train-rm -> eval-rm -> ppo -> generate, with an HTML report."""
+"""`stackllama demo`: every stage, prepare-data to compare, as one resumable chain; an HTML report at the end."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from stackllama_cli.pipeline.demo import DemoConfig
 
 COMMAND = dict(
     name="demo",
-    help="Run the whole pipeline on the real SmolLM2-135M: data, SFT, reward model, PPO, answers, report.",
+    help="Run the whole pipeline on the real SmolLM2-135M: data, SFT, reward model, PPO, DPO, RLOO, then a comparison "
+    "of base, SFT, PPO, DPO and RLOO on held-out questions, and an HTML report.",
     epilog="""[bold]Examples[/]
 
   [cyan]stackllama demo[/]                              bundled sample dump, ~10-15 min on 2 CPU cores
@@ -20,7 +21,8 @@ COMMAND = dict(
 
   [cyan]stackllama demo --output runs/demo[/]           rerun: resumes after the last finished stage
 
-Each stage writes its usual outputs under OUTPUT/<stage>/; OUTPUT/report.html holds the results.""",
+Each stage writes its usual outputs under OUTPUT/<stage>/; OUTPUT/report.html holds the results: every
+stage's curves, the comparison table with its intervals, the reward-vs-length picture, answers side by side.""",
 )
 
 
