@@ -19,8 +19,9 @@ from pathlib import Path
 from stackllama_cli.core.config import require, save_config
 from stackllama_cli.core.console import info, summary_table, warn
 from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.core.files import prepare_output_dir, publish, write_json
-from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl, truncate_jsonl
+from stackllama_cli.core.files import publish, write_json
+from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl
+from stackllama_cli.core.rundir import finish_run, open_stage_run
 from stackllama_cli.data.datasets import SPLITS, load_split
 from stackllama_cli.data.prompts import format_prompt
 from stackllama_cli.dist.ranks import describe_batch, is_main_process
@@ -29,6 +30,7 @@ from stackllama_cli.stages.common import (
     install_callbacks,
     last_checkpoint,
     lora_config,
+    prepare_resume,
     training_args_kwargs,
 )
 
@@ -148,7 +150,8 @@ def run(cfg: DpoConfig) -> dict:
     from stackllama_cli.stages.start_model import check_causal_lm, load_start_model, resumed_step
 
     # 1. output dir, pairs, token ids (errors come before the model loads)
-    out = prepare_output_dir(cfg.output, cfg.resume, cfg.overwrite, last_checkpoint)
+    run_dir = open_stage_run(cfg, last_checkpoint, inputs=(cfg.model, cfg.base, cfg.data))
+    out = run_dir.work
     spec = resolve_model(cfg.model, base=cfg.base)
     check_causal_lm(spec, "dpo")
     tokenizer = load_tokenizer(spec, padding_side="left", trust_remote_code=cfg.trust_remote_code)
@@ -172,12 +175,10 @@ def run(cfg: DpoConfig) -> dict:
     install_callbacks(trainer, out, "dpo")
 
     # 4. train
-    resume_from = last_checkpoint(out) if cfg.resume else None
+    resume_from = prepare_resume(out) if cfg.resume else None
     steps_before = resumed_step(resume_from)
     if resume_from:
         info(f"Resuming from {resume_from}")
-        if is_main_process():
-            truncate_jsonl(out / METRICS_FILENAME, steps_before)
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.time() - start
@@ -211,5 +212,6 @@ def run(cfg: DpoConfig) -> dict:
                                                ("rewards/accuracies", "reward accuracy (train)"),
                                                ("eval_rewards/accuracies", "reward accuracy (eval)"),
                                                ("rewards/margins", "reward margin (train)")], "DPO")
-    summary_table(f"dpo -> {out}", {k: v for k, v in summary.items() if v is not None})
+    summary_table(f"dpo -> {run_dir.final}", {k: v for k, v in summary.items() if v is not None})
+    finish_run(run_dir)
     return summary

@@ -21,14 +21,16 @@ from typing import ClassVar
 from stackllama_cli.core.config import require, save_config
 from stackllama_cli.core.console import info, summary_table
 from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.core.files import prepare_output_dir, publish, write_json
+from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl, truncate_jsonl
+from stackllama_cli.core.rundir import finish_run, open_stage_run
 from stackllama_cli.dist.ranks import describe_batch, is_main_process
 from stackllama_cli.stages.common import (
     TrainCommon,
     install_callbacks,
     last_checkpoint,
     lora_config,
+    prepare_resume,
     training_args_kwargs,
 )
 
@@ -178,7 +180,8 @@ def run(cfg: RlooConfig) -> dict:
     from stackllama_cli.stages.start_model import check_causal_lm, load_start_model, resumed_step
 
     # 1. output dir and prompts (errors come before the models load)
-    out = prepare_output_dir(cfg.output, cfg.resume, cfg.overwrite, last_checkpoint)
+    run_dir = open_stage_run(cfg, last_checkpoint, inputs=(cfg.model, cfg.reward_model, cfg.data))
+    out = run_dir.work
     spec = resolve_model(cfg.model, base=cfg.base)
     check_causal_lm(spec, "rloo")
     tokenizer = load_tokenizer(spec, padding_side="left", trust_remote_code=cfg.trust_remote_code)
@@ -205,12 +208,11 @@ def run(cfg: RlooConfig) -> dict:
     install_callbacks(trainer, out, "rloo")
     stop = degenerate_stop_callback(scorer, cfg.degenerate_patience)
     trainer.add_callback(stop)
-    resume_from = last_checkpoint(out) if cfg.resume else None
+    resume_from = prepare_resume(out) if cfg.resume else None
     steps_before = resumed_step(resume_from)
     if resume_from:
         info(f"Resuming from {resume_from}")
         if is_main_process():
-            truncate_jsonl(out / METRICS_FILENAME, steps_before)
             truncate_jsonl(out / SAMPLES_FILENAME, steps_before)
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -237,7 +239,8 @@ def run(cfg: RlooConfig) -> dict:
         plot_curves(records, out / "rloo.png", [("rm_score", "reward-model score"), ("kl", "KL to SFT"),
                                                 ("completions/mean_length", "answer tokens"),
                                                 ("degenerate_rate", "degenerate share")], "RLOO")
-    summary_table(f"rloo -> {out}", {k: v for k, v in summary.items() if v is not None})
+    summary_table(f"rloo -> {run_dir.final}", {k: v for k, v in summary.items() if v is not None})
+    finish_run(run_dir)
     return summary
 
 

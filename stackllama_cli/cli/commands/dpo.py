@@ -38,8 +38,6 @@ dpo_summary.json.""",
 TRAIN = o.TRAIN_PANEL
 
 command = trainer_command(C, "dpo", "stackllama_cli.stages.dpo", [
-    ("split", o.Annotated[str, typer.Option("--split", help="Split whose pairs are trained on.",
-                                            rich_help_panel=TRAIN)], C.split),
     ("beta", o.Annotated[float, typer.Option("--beta", help="Strength of the pull towards the reference (higher: "
                                              "closer to SFT).", rich_help_panel=TRAIN)], C.beta),
     ("loss_type", o.Annotated[str, typer.Option("--loss-type", help="TRL's DPO loss (sigmoid = DPO; see below).",
