@@ -139,7 +139,8 @@ def _fast_soup(body: str) -> Tag | None:
     from lxml import etree
 
     if _LXML_PARSER is None:
-        _LXML_PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True)
+        # huge_tree: without it libxml2 drops a text node over 10 MB, which html.parser keeps
+        _LXML_PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True, huge_tree=True)
     try:
         root = etree.fromstring(body, _LXML_PARSER)
     except (etree.ParserError, ValueError):

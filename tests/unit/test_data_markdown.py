@@ -137,3 +137,13 @@ def test_same_markdown_as_plain_markdownify_on_the_bundled_sample():
     assert sum(map(fast_path_ok, bodies)) >= len(bodies) - 2  # (the empty body; everything else is clean HTML)
     for body in bodies:
         assert html_to_markdown(body) == reference_markdown(body), body
+
+
+@pytest.mark.parametrize("body", [
+    "<p>" + "lager " * 1_900_000 + "</p>",  # one text node of 11.4 MB: over libxml2's default limit
+    "<p>a <b>" + "x" * 10_500_000 + "</b> tail</p>",
+])
+def test_a_text_run_over_ten_megabytes_converts_like_plain_markdownify(body):
+    expected = reference_markdown(body)
+    assert len(expected) > 10_000_000
+    assert html_to_markdown(body) == expected
