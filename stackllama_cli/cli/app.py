@@ -7,6 +7,7 @@ its stage lazily and runs it. Nothing here imports torch, so `--help` is instant
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -78,7 +79,11 @@ def main(argv: list[str] | None = None) -> None:
                 from stackllama_cli.dist.ranks import finish_distributed
 
                 finish_distributed()
+            if isinstance(done.__context__, BrokenPipeError):  # click's exit 1 for a closed stdout
+                _exit_closed_stdout()
             raise
+    except BrokenPipeError:
+        _exit_closed_stdout()
     except StackLlamaError as exc:
         if debug_enabled():
             raise
@@ -92,6 +97,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _print_error(f"{type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for the traceback)")
         sys.exit(1)
+
+
+def _exit_closed_stdout() -> None:
+    """Stdout's reader went away (`stackllama prepare-data ... -o - | head -1`): stop quietly with the status
+    a Unix tool stopped by SIGPIPE gets, 128 + 13; stdout goes to /dev/null so Python's final flush of the
+    rows still buffered cannot fail again and print."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+    sys.exit(141)
 
 
 def _print_error(message: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import math
 import os
 import time
 from collections import Counter
@@ -20,12 +21,12 @@ from typing import Iterator
 
 from stackllama_cli.core.config import require, save_config
 from stackllama_cli.core.console import console, info, progress
-from stackllama_cli.core.errors import StackLlamaError
+from stackllama_cli.core.errors import StackLlamaError, UsageError
 from stackllama_cli.core.files import atomic_dir, check_output_dir, write_json
 from stackllama_cli.data.datasets import SPLITS
 from stackllama_cli.data.markdown import html_to_markdown
 from stackllama_cli.data.pairs import Pair, ScoredAnswer, answer_score, assign_split, select_pairs
-from stackllama_cli.data.stackexchange import ANSWER, QUESTION, DumpSource, iter_rows, open_sources, to_int
+from stackllama_cli.data.stackexchange import ANSWER, QUESTION, DumpSource, iter_rows, open_sources, parse_int
 from stackllama_cli.data.writers import SplitWriters
 
 DEFAULT_SPLITS = "finetune=0.35,reward=0.35,rl=0.15,evaluation=0.15"
@@ -33,20 +34,27 @@ SAMPLE_DUMP = Path(__file__).resolve().parent.parent / "demo_data" / "sample.sta
 
 
 def parse_split_fractions(text: str) -> dict[str, float]:
-    """'finetune=0.4,reward=0.3,rl=0.2,evaluation=0.1' -> dict in canonical split order (sums to 1)."""
+    """'finetune=0.4,reward=0.3,rl=0.2,evaluation=0.1' -> dict in canonical split order (sums to 1).
+
+    Usage errors (exit 2): unknown or repeated names, values that are not finite numbers >= 0, a sum other than 1.
+    """
     fractions: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         name = name.strip()
         if not sep or name not in SPLITS:
-            raise StackLlamaError(f"--splits takes name=fraction pairs with names from {', '.join(SPLITS)}; "
-                                  f"got {part!r}")
+            raise UsageError(f"--splits takes name=fraction pairs with names from {', '.join(SPLITS)}; "
+                             f"got {part!r}")
+        if name in fractions:
+            raise UsageError(f"--splits names {name} twice")
         try:
             fractions[name] = float(value)
         except ValueError:
-            raise StackLlamaError(f"--splits: {value!r} is not a number") from None
-    if any(v < 0 for v in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
-        raise StackLlamaError(f"--splits fractions must be non-negative and sum to 1 (got {sum(fractions.values()):g})")
+            raise UsageError(f"--splits: {value!r} is not a number") from None
+        if not math.isfinite(fractions[name]) or fractions[name] < 0:
+            raise UsageError(f"--splits: {name}={value.strip()} is not a fraction between 0 and 1")
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise UsageError(f"--splits fractions must sum to 1 (got {sum(fractions.values()):g})")
     return {name: fractions.get(name, 0.0) for name in SPLITS}
 
 
@@ -90,21 +98,35 @@ def scan(source: DumpSource, stats: Counter, on_read) -> dict[int, QuestionInfo]
     """Pass 1: questions with their non-empty answers' ids and net scores; counts what is skipped."""
     questions: dict[int, QuestionInfo] = {}
     answers: list[tuple[int, int, int]] = []  # (parent, id, score)
+    seen: set[int] = set()
     for row in iter_rows(source.xml, on_read):
         stats["rows"] += 1
         kind = row.get("PostTypeId")
-        post_id = to_int(row.get("Id"))
+        post_id = parse_int(row.get("Id"))
         if post_id is None:
             stats["dropped.rows_without_id"] += 1
-        elif kind == QUESTION:
+            continue
+        if post_id in seen:  # a later row with an id already seen: the first one wins
+            stats["dropped.duplicate_ids"] += 1
+            continue
+        seen.add(post_id)
+        if kind == QUESTION:
             stats["questions"] += 1
-            questions[post_id] = QuestionInfo(to_int(row.get("AcceptedAnswerId")), row.get("CreationDate", "")[:10])
+            accepted = row.get("AcceptedAnswerId")
+            if accepted is not None and parse_int(accepted) is None:
+                stats["dropped.questions_with_invalid_accepted_answer_id"] += 1
+                continue
+            questions[post_id] = QuestionInfo(parse_int(accepted), row.get("CreationDate", "")[:10])
         elif kind == ANSWER:
             stats["answers"] += 1
-            if not (row.get("Body") or "").strip():
+            score = parse_int(row.get("Score"))
+            if score is None:  # no votes to score by: never guessed as 0
+                stats["dropped.answers_with_invalid_score"] += 1
+            elif not (row.get("Body") or "").strip():
                 stats["dropped.empty_answer_bodies"] += 1
-                continue
-            answers.append((to_int(row.get("ParentId"), -1), post_id, to_int(row.get("Score"), 0)))
+            else:
+                parent = parse_int(row.get("ParentId"))
+                answers.append((-1 if parent is None else parent, post_id, score))
         else:
             stats["dropped.other_post_types"] += 1
     for parent, post_id, score in answers:  # answers may precede their question in the file
@@ -178,11 +200,13 @@ def converted_posts(source: DumpSource, needed: dict[int, int], stats: Counter, 
             ids, titles, future = in_flight.popleft()
             yield from zip(ids, titles, future.result())
 
+    done: set[int] = set()  # a needed id's first row is the one pass 1 kept; later rows are duplicates
     try:
         for row in iter_rows(source.xml, on_read):
-            post_id = to_int(row.get("Id"))
-            if post_id not in needed:
+            post_id = parse_int(row.get("Id"))
+            if post_id not in needed or post_id in done:
                 continue
+            done.add(post_id)
             stats["bodies_converted"] += 1
             title, body = row.get("Title", ""), row.get("Body") or ""
             if pool is None:
@@ -289,7 +313,9 @@ def run(cfg: PrepareConfig) -> dict:
         check_output_dir(cfg.output, cfg.overwrite)  # fail before the long work, not after
     start = time.time()
     stats: Counter = Counter()
-    with open_sources(inputs) as sources, progress(transient=True) as bar:
+    bar = progress(transient=True)
+    bar.disable = bar.disable or not console.is_terminal  # off a terminal a bar is only a stray blank line
+    with open_sources(inputs) as sources, bar:
         sites = [s.site for s in sources]
         if len(set(sites)) != len(sites):
             raise StackLlamaError(f"two inputs are the same site ({', '.join(sites)}): question ids would collide")

@@ -144,8 +144,10 @@ def iter_rows(xml: Path, on_read: Callable[[int], None] | None = None) -> Iterat
                                   "expected <posts>)")
 
 
-def to_int(value: str | None, default: int | None = None) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else default
-    except ValueError:
-        return default
+def parse_int(value: str | None) -> int | None:
+    """The dump's integers (`Id`, `Score`, ...): ASCII digits with an optional '-'; anything else
+    (missing, '', 'abc', '1.5', ' 7', other scripts' digits, which Python's int() would take) is None."""
+    if not value:
+        return None
+    digits = value[1:] if value[0] == "-" else value
+    return int(value) if digits.isascii() and digits.isdigit() else None

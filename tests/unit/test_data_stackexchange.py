@@ -120,3 +120,66 @@ def test_site_name_of_folder_and_bare_posts_xml(tmp_path):
     folder.mkdir()
     assert site_name(folder) == "linux.stackexchange.com"
     assert site_name(folder / "Posts.xml") == "linux.stackexchange.com"
+
+
+def prepare(tmp_path: Path, text: str, **options) -> tuple[dict, list[dict]]:
+    """Run prepare-data on a dump given as text; (stats, output rows in order)."""
+    import json
+
+    from stackllama_cli.data.prepare import run
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    src = tmp_path / "tiny.stackexchange.com-Posts.xml"
+    src.write_text(text)
+    out = tmp_path / "out"
+    stats = run(PrepareConfig(inputs=[str(src)], output=str(out), format="jsonl", workers=1, overwrite=True,
+                              **options))
+    rows = [json.loads(line) for path in sorted((out / "data").glob("*.jsonl")) for line in path.open()]
+    return stats, rows
+
+
+def pair_ids(rows: list[dict]) -> list[tuple[int, int, int, int, int]]:
+    return sorted((r["qid"], r["answer_id_j"], r["answer_id_k"], r["score_j"], r["score_k"]) for r in rows)
+
+
+def test_every_row_twice_gives_each_pair_once_and_counts_the_duplicates(tmp_path):
+    lines = DUMP.splitlines(keepends=True)
+    rows_start = next(i for i, line in enumerate(lines) if "<row" in line)
+    rows_end = next(i for i, line in enumerate(lines) if "</posts>" in line)
+    body = "".join(lines[rows_start:rows_end])
+    doubled = "".join(lines[:rows_start]) + body + body + "".join(lines[rows_end:])
+    once_stats, once = prepare(tmp_path / "once", DUMP)
+    stats, rows = prepare(tmp_path / "twice", doubled)
+    assert len(rows) == len(once) == 9
+    assert pair_ids(rows) == pair_ids(once)
+    assert stats["dropped"]["duplicate_ids"] == 13 and "duplicate_ids" not in once_stats["dropped"]
+    assert stats["rows"] == 26 and stats["pairs"] == 9
+
+
+def test_an_answer_sharing_its_question_id_is_dropped_as_a_duplicate(tmp_path):
+    dump = """<posts>
+  <row Id="1" PostTypeId="1" Title="T" Body="q" CreationDate="2020-01-01T00:00:00.000" />
+  <row Id="11" PostTypeId="2" ParentId="1" Score="3" Body="good" />
+  <row Id="12" PostTypeId="2" ParentId="1" Score="0" Body="meh" />
+  <row Id="1" PostTypeId="2" ParentId="1" Score="9" Body="same id as the question" />
+  <row Id="12" PostTypeId="1" Title="T2" Body="same id as an answer" />
+</posts>
+"""
+    stats, rows = prepare(tmp_path, dump)  # first wins: the question 1, the answer 12
+    assert pair_ids(rows) == [(1, 11, 12, 2, 0)]
+    assert rows[0]["question"] == "T\n\nq" and rows[0]["response_k"] == "meh"
+    assert stats["dropped"]["duplicate_ids"] == 2
+
+
+@pytest.mark.parametrize("score", ['Score="abc"', 'Score="1.5"', 'Score=""', "", 'Score=" 7"', 'Score="٣"'])
+def test_an_answer_without_an_integer_score_is_dropped_and_counted(tmp_path, score):
+    dump = f"""<posts>
+  <row Id="1" PostTypeId="1" Title="T" Body="q" CreationDate="2020-01-01T00:00:00.000" />
+  <row Id="11" PostTypeId="2" ParentId="1" Score="3" Body="good" />
+  <row Id="12" PostTypeId="2" ParentId="1" Score="-1" Body="bad" />
+  <row Id="13" PostTypeId="2" ParentId="1" {score} Body="unknown votes" />
+</posts>
+"""
+    stats, rows = prepare(tmp_path, dump)
+    assert pair_ids(rows) == [(1, 11, 12, 2, -1)]  # 13 would have scored 0 (or 2 for 1.5) had it been guessed
+    assert stats["dropped"]["answers_with_invalid_score"] == 1

@@ -22,6 +22,9 @@ COMMAND = dict(
     "\n\n"
     "Each answer scores round(log2(1 + votes)) (halves round up), +1 if accepted, -1 if votes < 0. "
     "Pairs are answers of one question with different scores, at most --max-pairs per question.\n\n"
+    "Rows are skipped, and counted by reason under 'dropped' in stats.json, when they repeat an Id seen "
+    "earlier in the same dump (duplicates: the first row wins), when an answer's Score is missing or not an "
+    "integer (never guessed as 0), or when a question's AcceptedAnswerId is not an integer.\n\n"
     "Output: DIR/data/<split>-00000-of-00001.parquet (no file for an empty split), DIR/stats.json and "
     "DIR/stackllama_config.json; load it with datasets.load_dataset(\"parquet\", data_dir=DIR). "
     "With several sites, qid is unique within a site: (site, qid) names a question.",
