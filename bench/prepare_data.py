@@ -1,21 +1,27 @@
-"""prepare-data throughput and memory on a large dump vs plain markdownify on every body.
+"""prepare-data throughput, memory and site parallelism on large dumps vs plain markdownify on every body.
 
-    python bench/prepare_data.py [--copies 85]
+    python bench/prepare_data.py [--copies 85] [--small-copies 20] [--sites 4] [--site-copies 10]
 
-Builds a dump of the beer site replicated with fresh ids (>= 200k rows at 85 copies) and
-runs `stackllama prepare-data` on it in a child process, once in one process and once on
-every core. The baseline is the naive approach: markdownify with its defaults on every
-body, single process (measured on one copy's bodies, scaled by the number of copies).
+Builds dumps of the beer site replicated with fresh ids (200,090 rows at 85 copies) and runs
+`stackllama prepare-data` on them in child processes:
 
-"Per core" compares CPU seconds (user + system, the child and its workers), so the figure
-is fair on a machine shared with other jobs, where wall time is noisy. Peak RSS is the
-largest resident set of the child or any of its workers, for 1 copy and for all copies:
-it should grow only with the pairing tables (ids and scores), not with the rows streamed.
+- speed: the big dump in one process. The baseline is the naive approach: markdownify with its
+  defaults on every body, single process (measured on one copy's bodies, scaled by the number of
+  copies). "Per core" compares CPU seconds (user + system, the child and its workers), so the figure
+  is fair on a machine shared with other jobs, where wall time is noisy;
+- memory: peak RSS (the largest resident set of the child or any of its workers) of the whole run at
+  two sizes, the growth per row between them and the projection to StackOverflow's 58M rows. Pass 1
+  (scan and pairing) is measured alone too: its peak grows faster per row, so at 58M rows it is the
+  run's peak; the projection takes the larger of the two lines;
+- parallelism: the big dump on every core (conversion workers), and `--sites` dumps of
+  `--site-copies` copies each as separate sites, with --workers 1 and on every core (site workers),
+  checked to give the same output.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import json
 import os
@@ -27,9 +33,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BEER, require_dumps  # noqa: E402
+from _common import BEER, REPO, require_dumps  # noqa: E402
 
 ID_ATTRS = re.compile(rb'\b(Id|ParentId|AcceptedAnswerId)="(\d+)"')
+STACKOVERFLOW_ROWS = 58_000_000
+# pass 1 alone in a child: scan and pair one dump, print the peak RSS (MiB) and the row count
+PASS1 = """
+import resource, sys
+from collections import Counter
+from stackllama_cli.data.tables import plan_pairs, scan
+stats = Counter()
+plan_pairs(scan(sys.argv[1], stats), 10, 0, "bench", stats)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, stats["rows"])
+"""
 
 
 def replicate(src: Path, dst: Path, copies: int) -> int:
@@ -50,18 +66,23 @@ def _usage(usage) -> dict:
     return {"cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024}
 
 
-def run_child_with_usage(*args) -> dict:
-    """Like run_child, but with the child's own rusage (wait4), which covers the workers it waited for."""
+def run_child_with_usage(*args, stats: bool = True) -> dict:
+    """Run `stackllama ARGS` in a child; its own rusage (wait4) covers the workers it waited for."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "stackllama_cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.DEVNULL, cwd=REPO)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"stackllama {' '.join(map(str, args))} failed (exit {os.waitstatus_to_exitcode(status)})")
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"stackllama {' '.join(map(str, args))} failed (exit {proc.returncode})")
-    return {"wall": wall, "stats": json.loads(out), **_usage(usage)}
+    return {"wall": wall, "stats": json.loads(out) if stats else None, "stdout": out, **_usage(usage)}
+
+
+def pass1_peak(dump: Path) -> tuple[float, int]:
+    out = subprocess.run([sys.executable, "-c", PASS1, str(dump)], capture_output=True, text=True, check=True,
+                         cwd=REPO).stdout.split()
+    return float(out[0]), int(out[1])
 
 
 def baseline_cpu_per_body(src: Path, repeats: int = 3) -> tuple[float, int]:
@@ -78,40 +99,68 @@ def baseline_cpu_per_body(src: Path, repeats: int = 3) -> tuple[float, int]:
     return best / len(bodies), len(bodies)
 
 
+def slope(small: tuple[float, int], big: tuple[float, int]) -> tuple[float, float]:
+    """(KiB per row, projected MiB at StackOverflow's row count) from (MiB, rows) at two sizes."""
+    per_row = (big[0] - small[0]) / (big[1] - small[1])  # MiB per row
+    return per_row * 1024, big[0] + per_row * (STACKOVERFLOW_ROWS - big[1])
+
+
 def main() -> None:
     require_dumps()
     parser = argparse.ArgumentParser()
     parser.add_argument("--copies", type=int, default=85)
+    parser.add_argument("--small-copies", type=int, default=20)
+    parser.add_argument("--sites", type=int, default=4)
+    parser.add_argument("--site-copies", type=int, default=10)
     args = parser.parse_args()
+    cores = os.cpu_count()
     per_body, bodies_per_copy = baseline_cpu_per_body(BEER)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        small, big = tmp / "one.stackexchange.com-Posts.xml", tmp / "big.stackexchange.com-Posts.xml"
-        replicate(BEER, small, 1)
+        small, big = tmp / "small.stackexchange.com-Posts.xml", tmp / "big.stackexchange.com-Posts.xml"
+        replicate(BEER, small, args.small_copies)
         rows = replicate(BEER, big, args.copies)
-        size = big.stat().st_size
+        sites = [tmp / f"site{i}.stackexchange.com-Posts.xml" for i in range(args.sites)]
+        for site in sites:
+            replicate(BEER, site, args.site_copies)
+        pass1 = [pass1_peak(small), pass1_peak(big)]
         runs = {
-            "1 copy, 1 process": run_child_with_usage("prepare-data", small, "-o", tmp / "o1", "--workers", 1,
-                                                      "--json"),
+            "small": run_child_with_usage("prepare-data", small, "-o", tmp / "o1", "--workers", 1, "--json"),
             "1 process": run_child_with_usage("prepare-data", big, "-o", tmp / "o2", "--workers", 1, "--json"),
-            f"all cores ({os.cpu_count()})": run_child_with_usage("prepare-data", big, "-o", tmp / "o3", "--json"),
+            f"all cores ({cores})": run_child_with_usage("prepare-data", big, "-o", tmp / "o3", "--json"),
+            "sites, 1 process": run_child_with_usage("prepare-data", *sites, "-o", "-", "--workers", 1, "--quiet",
+                                                     stats=False),
+            f"sites, all cores ({cores})": run_child_with_usage("prepare-data", *sites, "-o", "-", "--quiet",
+                                                                stats=False),
         }
+        size = big.stat().st_size
     baseline_cpu = per_body * bodies_per_copy * args.copies
-    stats = runs["1 process"]["stats"]
+    one, every = runs["1 process"], runs[f"all cores ({cores})"]
+    stats = one["stats"]
     print(f"dump: {rows:,} rows ({size / 2**20:.0f} MiB, beer x {args.copies}), {stats['pairs']:,} pairs, "
           f"{stats['bodies_converted']:,} bodies converted (of {bodies_per_copy * args.copies:,})")
     print(f"baseline, plain markdownify on every body, 1 process: {1 / per_body:,.0f} bodies/s "
           f"-> {baseline_cpu:.1f} CPU s for the dump")
-    for label, r in runs.items():
-        if label.startswith("1 copy"):
-            continue
+    for label, r in (("1 process", one), (f"all cores ({cores})", every)):
         s = r["stats"]
-        print(f"prepare-data, {label}: {r['wall']:.1f} s wall, {r['cpu']:.1f} CPU s (incl. ~1.5 s start-up); "
+        print(f"prepare-data, {label}: {r['wall']:.1f} s wall, {r['cpu']:.1f} CPU s (incl. start-up); "
               f"{rows / r['wall']:,.0f} rows/s, {s['bodies_converted'] / r['wall']:,.0f} bodies converted/s; "
               f"per core {baseline_cpu / r['cpu']:.2f}x the baseline, wall {baseline_cpu / r['wall']:.2f}x; "
               f"peak RSS {r['rss']:.0f} MiB")
-    print(f"peak RSS, 1 process: {runs['1 copy, 1 process']['rss']:.0f} MiB for 1 copy vs "
-          f"{runs['1 process']['rss']:.0f} MiB for {args.copies} copies")
+    print(f"conversion workers on {cores} cores: {one['wall'] / every['wall']:.2f}x the wall speed of 1 process")
+    small_run = (runs["small"]["rss"], runs["small"]["stats"]["rows"])
+    run_kib, run_projected = slope(small_run, (one["rss"], rows))
+    pass1_kib, pass1_projected = slope(*pass1)
+    print(f"peak RSS, whole run, 1 process: {small_run[0]:.0f} MiB at {small_run[1]:,} rows, {one['rss']:.0f} MiB "
+          f"at {rows:,} rows: {run_kib:.4f} KiB/row -> {run_projected:,.0f} MiB at {STACKOVERFLOW_ROWS:,} rows")
+    print(f"peak RSS, pass 1 alone: {pass1[0][0]:.0f} MiB at {pass1[0][1]:,} rows, {pass1[1][0]:.0f} MiB at "
+          f"{pass1[1][1]:,} rows: {pass1_kib:.4f} KiB/row -> {pass1_projected:,.0f} MiB at {STACKOVERFLOW_ROWS:,} rows")
+    print(f"projected peak RSS at {STACKOVERFLOW_ROWS:,} rows: {max(run_projected, pass1_projected):,.0f} MiB")
+    seq, par = runs["sites, 1 process"], runs[f"sites, all cores ({cores})"]
+    same = hashlib.sha256(seq["stdout"]).digest() == hashlib.sha256(par["stdout"]).digest()
+    print(f"{args.sites} sites of beer x {args.site_copies}: 1 process {seq['wall']:.1f} s wall ({seq['cpu']:.1f} CPU s), "
+          f"{cores} site workers {par['wall']:.1f} s wall ({par['cpu']:.1f} CPU s): {seq['wall'] / par['wall']:.2f}x; "
+          f"peak RSS {seq['rss']:.0f} / {par['rss']:.0f} MiB; same output: {same}")
 
 
 if __name__ == "__main__":

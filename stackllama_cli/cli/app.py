@@ -7,6 +7,7 @@ its stage lazily and runs it. Nothing here imports torch, so `--help` is instant
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -108,7 +109,11 @@ def main(argv: list[str] | None = None) -> None:
                 finish_distributed()
             elif done.code == 130 and not _relayed_exit():
                 raise KeyboardInterrupt from None
+            if isinstance(done.__context__, BrokenPipeError):  # click's exit 1 for a closed stdout
+                _exit_closed_stdout()
             raise
+    except BrokenPipeError:
+        _exit_closed_stdout()
     except StackLlamaError as exc:
         _abort_run()
         if debug_enabled():
@@ -142,6 +147,15 @@ def _relayed_exit() -> bool:
     """The exit code is the relaunched ranks' (they have reported it): nothing more to say here."""
     relaunch = sys.modules.get("stackllama_cli.dist.relaunch")
     return bool(relaunch and relaunch.RELAYED["exit"])
+
+
+def _exit_closed_stdout() -> None:
+    """Stdout's reader went away (`stackllama prepare-data ... -o - | head -1`): stop quietly with the status
+    a Unix tool stopped by SIGPIPE gets, 128 + 13; stdout goes to /dev/null so Python's final flush of the
+    rows still buffered cannot fail again and print."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+    sys.exit(141)
 
 
 def _print_error(message: str) -> None:

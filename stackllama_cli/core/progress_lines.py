@@ -51,6 +51,7 @@ class LineProgress:
     def __init__(self, now: Callable[[], float] = time.monotonic):
         self.now = now
         self.tasks: dict[int, _Task] = {}
+        self.disable = False  # as Rich's: a caller may silence this one (e.g. prepare-data --quiet)
 
     def __enter__(self) -> LineProgress:
         self.start()
@@ -75,6 +76,11 @@ class LineProgress:
         task_id = len(self.tasks)
         self.tasks[task_id] = _Task(description, total, completed, fields, t, t, (description, completed))
         return task_id
+
+    def remove_task(self, task_id: int) -> None:
+        task = self.tasks.pop(task_id)
+        if (task.description, task.completed) != task.reported:
+            self._report(task)
 
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
@@ -108,6 +114,8 @@ class LineProgress:
         t = self.now()
         task.last_report, task.reported = t, (task.description, task.completed)
         task.lines += 1
+        if self.disable:
+            return
         report("progress", self.line(task, t), **self.fields(task, t))
 
     @staticmethod

@@ -30,38 +30,65 @@ class DumpSource:
 
 
 def site_name(path: Path) -> str:
-    """beer.stackexchange.com-Posts.xml / beer.stackexchange.com/ / beer.stackexchange.com.7z -> the site."""
+    """beer.stackexchange.com-Posts.xml / beer.stackexchange.com/ / beer.stackexchange.com.7z /
+    stackoverflow.com-Posts.7z -> the site."""
     name = path.name
     if path.is_dir():
         return name
     if name.lower() == POSTS.lower():  # site/Posts.xml: the folder names the site
         return path.resolve().parent.name or "stackexchange"
-    for suffix in (".7z", "-Posts.xml", "_Posts.xml", ".xml"):
+    if name.endswith(".7z"):
+        name = name[:-3]
+        return name[:-len("-Posts")] if name.endswith("-Posts") and name != "-Posts" else name
+    for suffix in ("-Posts.xml", "_Posts.xml", ".xml"):
         if name.endswith(suffix) and name != suffix.lstrip("-_"):
             return name[: -len(suffix)]
     return path.resolve().parent.name or "stackexchange"
 
 
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Inputs as given, except that a folder without a Posts.xml stands for the sites in it: its .7z
+    archives (but a site's other tables, like stackoverflow.com-Users.7z), its site folders holding a
+    Posts.xml and its *-Posts.xml files, in name order."""
+    out = []
+    for path in map(Path, inputs):
+        if not path.is_dir() or (path / POSTS).is_file():
+            out.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if _is_site_input(p))
+        if not found:
+            raise StackLlamaError(f"{path} is a folder without {POSTS}, site archives (.7z) or site folders; "
+                                  "give a site folder of the dump or a folder of them")
+        out.extend(found)
+    return out
+
+
+def _is_site_input(path: Path) -> bool:
+    if path.is_dir():
+        return (path / POSTS).is_file()
+    name = path.name
+    if name.endswith(".7z"):  # site.7z, or site-Table.7z for the biggest sites: only site-Posts.7z
+        table = name[:-3].rpartition("-")[2]
+        return table == "Posts" or not table.isalpha()
+    return name.endswith(("-Posts.xml", "_Posts.xml"))
+
+
 @contextlib.contextmanager
-def open_sources(inputs: list[Path]) -> Iterator[list[DumpSource]]:
-    """Resolve inputs to Posts.xml files; archives are extracted (Posts.xml only) to a temp dir."""
-    with contextlib.ExitStack() as stack:
-        sources = []
-        for path in inputs:
-            path = Path(path)
-            if not path.exists():
-                raise StackLlamaError(f"input {path} does not exist")
-            if path.is_dir():
-                xml = path / POSTS
-                if not xml.is_file():
-                    raise StackLlamaError(f"{path} is a folder without {POSTS}; give a site folder of the dump")
-                sources.append(DumpSource(site_name(path), xml, path))
-            elif path.suffix == ".7z":
-                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stackllama-7z-")))
-                sources.append(DumpSource(site_name(path), extract_posts(path, tmp), path))
-            else:
-                sources.append(DumpSource(site_name(path), path, path))
-        yield sources
+def open_source(path: Path) -> Iterator[DumpSource]:
+    """One input as a Posts.xml on disk; an archive's Posts.xml is extracted to a temp dir, removed after."""
+    path = Path(path)
+    if not path.exists():
+        raise StackLlamaError(f"input {path} does not exist")
+    if path.is_dir():
+        xml = path / POSTS
+        if not xml.is_file():
+            raise StackLlamaError(f"{path} is a folder without {POSTS}; give a site folder of the dump")
+        yield DumpSource(site_name(path), xml, path)
+    elif path.suffix == ".7z":
+        with tempfile.TemporaryDirectory(prefix="stackllama-7z-") as tmp:
+            yield DumpSource(site_name(path), extract_posts(path, Path(tmp)), path)
+    else:
+        yield DumpSource(site_name(path), path, path)
 
 
 def extract_posts(archive: Path, tmp: Path) -> Path:
@@ -144,8 +171,10 @@ def iter_rows(xml: Path, on_read: Callable[[int], None] | None = None) -> Iterat
                                   "expected <posts>)")
 
 
-def to_int(value: str | None, default: int | None = None) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else default
-    except ValueError:
-        return default
+def parse_int(value: str | None) -> int | None:
+    """The dump's integers (`Id`, `Score`, ...): ASCII digits with an optional '-'; anything else
+    (missing, '', 'abc', '1.5', ' 7', other scripts' digits, which Python's int() would take) is None."""
+    if not value:
+        return None
+    digits = value[1:] if value[0] == "-" else value
+    return int(value) if digits.isascii() and digits.isdigit() else None

@@ -201,3 +201,45 @@ def test_broken_later_input_fails_before_any_output(tmp_path):
     proc = run_cli_subprocess("prepare-data", SAMPLE_DUMP, broken, "--output", tmp_path / "out")
     assert proc.returncode == 1 and not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_a_closed_stdout_pipe_ends_the_run_quietly(beer_posts):
+    """`prepare-data ... -o - | head -1`: like a Unix tool fed to head, no error and nothing on stderr."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, "-m", "stackllama_cli", "prepare-data", str(beer_posts), "-o", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    first = json.loads(proc.stdout.readline())
+    proc.stdout.close()  # what head does after its line; the rest of the output (MBs) no longer fits the pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) in (0, 141)
+    assert stderr == "" and first["site"] == "beer.stackexchange.com"
+
+
+@pytest.mark.parametrize("splits", ["finetune=nan,reward=1", "finetune=0.5,reward=0.5,finetune=0.5"])
+def test_bad_splits_are_usage_errors(tmp_path, run_cli, splits):
+    result = run_cli("prepare-data", "--output", tmp_path / "out", "--splits", splits)
+    assert result.exit_code == 2 and "--splits" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_duplicate_ids_on_stdout_are_dropped_not_a_crash(tmp_path):
+    from tests.conftest import run_cli_subprocess
+
+    dump = write(tmp_path / "dup.stackexchange.com-Posts.xml", """<posts>
+  <row Id="1" PostTypeId="1" Title="T" Body="q" CreationDate="2020-01-01T00:00:00.000" />
+  <row Id="11" PostTypeId="2" ParentId="1" Score="3" Body="good" />
+  <row Id="12" PostTypeId="2" ParentId="1" Score="0" Body="meh" />
+  <row Id="1" PostTypeId="2" ParentId="1" Score="9" Body="same id as the question" />
+  <row Id="11" PostTypeId="2" ParentId="1" Score="3" Body="good" />
+</posts>
+""")
+    proc = run_cli_subprocess("prepare-data", dump, "--output", "-")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["qid"], r["answer_id_j"], r["answer_id_k"]) for r in lines] == [(1, 11, 12)]
+    result = run_cli_subprocess("prepare-data", "--help")
+    assert "duplicate" in " ".join(result.stdout.split()).lower()

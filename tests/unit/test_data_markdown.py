@@ -72,6 +72,20 @@ EDGE_CASES = [
     '<p><img src="a.png" alt="a" /></p>', "<hr />", "<br/>", "<p>a <code>&lt;div&gt;</code> b</p>", "<td>x</td>",
     "<tr><td>x</td></tr>", "<li><p>x</p></li>", "<em></em>", "<p></p>", "<p> </p><p>x</p>", "<span> </span>",
     "<pre> lead space</pre>", "one  two\r\n\r\nthree", "<p>18 &deg;C &apos;x&apos; &hellip; &rarr; &check; &amp &AMP;</p>",
+    # repeated attributes: html.parser keeps the last value, libxml2 the first
+    '<a href="x" href="y">t</a>', "<img src=a src=b alt=c>", '<p><a href="x" HREF="y">t</a></p>',
+    '<a href="x"title="y">t</a>', "<p >x</p >", '<a href="u" title="a &amp; b">l</a>', "<a href>t</a>", "<img alt>",
+    # tables: header rows, colspans, nested tables, tbody after thead
+    "<table><thead><tr><th>a</th><th colspan='2'>b</th></tr></thead><tbody><tr><td>1</td><td>2</td></tr></tbody>"
+    "</table>", "<table><tr><td colspan='3'>x</td></tr><tr><td>a</td></tr></table>",
+    "<table><tbody><tr><td>a</td></tr></tbody><tbody><tr><td>b</td></tr></tbody></table>",
+    "<table><thead><tr><td>a</td></tr><tr><td>b</td></tr></thead></table>", "<table><tr></tr></table>",
+    "<table><tr><td><table><thead><tr><th>n</th></tr></thead></table></td></tr></table>",
+    "<table><tr><th>a</th><td>b</td></tr><tr><th>c</th></tr></table>", "<td colspan='x'>a</td><th colspan='0'>b</th>",
+    # lists: start numbers, nesting, text after a list
+    "<ol start='7'><li>a</li><li>b</li></ol>", "<ol start='x'><li>a</li></ol>", "<ul><li>a<ol><li>b</li></ol></li></ul>",
+    "<ul><li>a</li></ul>after", "<ul><li>a</li></ul><ol><li>b</li></ol><p>c</p>", "<li>a</li><li>b</li>",
+    "<ul><li></li><li> </li></ul>", "<ol><li><ul><li>x</li></ul>tail</li></ol>",
 ]
 
 
@@ -92,7 +106,7 @@ def test_every_html4_entity_decodes_alike():
 
 def random_html(rng: random.Random, depth: int = 0) -> str:
     tags = ["p", "pre", "code", "blockquote", "ul", "ol", "li", "a", "strong", "em", "h1", "h3", "br", "hr", "img",
-            "sub", "kbd", "span", "div", "table", "tr", "td", "dl", "dt", "dd"]
+            "sub", "kbd", "span", "div", "table", "tr", "td", "dl", "dt", "dd", "th", "thead", "tbody", "del"]
     texts = ["x", "two words", " ", "\n", "\n\n", "  ", "\t", "a_b*c", "&amp;", "&lt;tag&gt;", "é", "1. item",
              "- dash", "# hash", "`tick`", "&nbsp;", "line\n  next"]
     out = []
@@ -104,8 +118,9 @@ def random_html(rng: random.Random, depth: int = 0) -> str:
             elif tag == "img":
                 out.append('<img src="s.png" alt="alt">')
             else:
-                href = ' href="http://e.org/x"' if tag == "a" else ""
-                out.append(f"<{tag}{href}>{random_html(rng, depth + 1)}</{tag}>")
+                attrs = {"a": ' href="http://e.org/x"', "ol": ' start="3"', "td": ' colspan="2"'}.get(tag, "")
+                attrs = attrs if rng.random() < 0.7 else ""
+                out.append(f"<{tag}{attrs}>{random_html(rng, depth + 1)}</{tag}>")
         else:
             out.append(rng.choice(texts))
     return "".join(out)
@@ -113,8 +128,70 @@ def random_html(rng: random.Random, depth: int = 0) -> str:
 
 def test_same_markdown_as_plain_markdownify_on_random_html():
     rng = random.Random(0)
-    bodies = [b for b in (random_html(rng) for _ in range(1500)) if b.strip()]
+    bodies = [b for b in (random_html(rng) for _ in range(2000)) if b.strip()]
     assert sum(map(fast_path_ok, bodies)) > len(bodies) // 3  # the fast path is really exercised
+    for body in bodies:
+        assert html_to_markdown(body) == reference_markdown(body), body
+
+
+COLSPANS, STARTS = ["", ' colspan="2"'], ["", ' start="3"']
+
+
+def nested_html(rng: random.Random, depth: int = 0) -> str:
+    """Random HTML nested the way HTML allows (lists hold items, tables rows and cells...): the fast path takes
+    most of it, so the lxml walk's list, table and whitespace rules meet many shapes."""
+    def ws():
+        return rng.choice(["", "", "\n", " ", "\n\n"])
+
+    def inline(d):
+        out = []
+        for _ in range(rng.randint(0, 3)):
+            tag = rng.choice(["a", "strong", "em", "code", "kbd", "sub", "strike", "span", "br", "img", "text", "text"])
+            if tag == "text" or d > 3:
+                out.append(rng.choice(["x", "two words", " ", "\n", "  ", "\t", "&amp;", "`tick`", "\xa0", " lead",
+                                       "trail ", "|pipe|", "1. item"]))
+            elif tag in ("br", "img"):
+                out.append(rng.choice(["<br>", "<img>", '<img src="s.png" alt="alt" title="t">']))
+            else:
+                attrs = rng.choice(['', ' href="http://e.org/x"', ' href=""']) if tag == "a" else ""
+                out.append(f"<{tag}{attrs}>{inline(d + 2 if tag == 'a' else d + 1)}</{tag}>")
+        return "".join(out)
+
+    def row(d):
+        cells = "".join(ws() + f"<{c}{rng.choice(COLSPANS)}>{inline(d)}</{c}>"
+                        for c in rng.choices(["td", "th"], k=rng.randint(0, 3)))
+        return ws() + f"<tr>{cells}</tr>"
+
+    out = []
+    for _ in range(rng.randint(0, 3)):
+        tag = rng.choice(["p", "pre", "h2", "ul", "ol", "dl", "table", "blockquote", "div", "hr", "inline"])
+        if tag == "inline" or depth > 3:
+            out.append(inline(depth))
+        elif tag in ("p", "pre", "h2"):
+            out.append(f"<{tag}>{inline(depth)}</{tag}>")
+        elif tag in ("ul", "ol"):
+            items = "".join(ws() + f"<li>{nested_html(rng, depth + 1)}</li>" for _ in range(rng.randint(0, 3)))
+            out.append(f"<{tag}{rng.choice(STARTS)}>{items}{ws()}</{tag}>")
+        elif tag == "dl":
+            items = [rng.choice([f"<dt>{inline(depth)}</dt>", f"<dd>{nested_html(rng, depth + 1)}</dd>"])
+                     for _ in range(rng.randint(0, 3))]
+            out.append("<dl>" + "".join(ws() + item for item in items) + "</dl>")
+        elif tag == "table":
+            head = f"<thead>{row(depth)}</thead>" if rng.random() < 0.5 else ""
+            body = "".join(row(depth) for _ in range(rng.randint(0, 3)))
+            out.append(f"<table>{head}{ws()}{rng.choice([body, f'<tbody>{body}</tbody>'])}</table>")
+        elif tag == "hr":
+            out.append("<hr>")
+        else:
+            out.append(f"<{tag}>{ws()}{nested_html(rng, depth + 1)}{ws()}</{tag}>")
+        out.append(ws())
+    return "".join(out)
+
+
+def test_same_markdown_as_plain_markdownify_on_random_nested_html():
+    rng = random.Random(0)
+    bodies = [b for b in (nested_html(rng) for _ in range(1200)) if b.strip()]
+    assert sum(map(fast_path_ok, bodies)) > len(bodies) * 0.9
     for body in bodies:
         assert html_to_markdown(body) == reference_markdown(body), body
 
@@ -137,3 +214,13 @@ def test_same_markdown_as_plain_markdownify_on_the_bundled_sample():
     assert sum(map(fast_path_ok, bodies)) >= len(bodies) - 2  # (the empty body; everything else is clean HTML)
     for body in bodies:
         assert html_to_markdown(body) == reference_markdown(body), body
+
+
+@pytest.mark.parametrize("body", [
+    "<p>" + "lager " * 1_900_000 + "</p>",  # one text node of 11.4 MB: over libxml2's default limit
+    "<p>a <b>" + "x" * 10_500_000 + "</b> tail</p>",
+])
+def test_a_text_run_over_ten_megabytes_converts_like_plain_markdownify(body):
+    expected = reference_markdown(body)
+    assert len(expected) > 10_000_000
+    assert html_to_markdown(body) == expected

@@ -68,3 +68,12 @@ def test_parse_split_fractions():
     for bad in ("finetune=0.5", "train=1.0", "finetune=x", "finetune=1.5,reward=-0.5"):
         with pytest.raises(StackLlamaError):
             parse_split_fractions(bad)
+
+
+@pytest.mark.parametrize("text", ["finetune=nan,reward=1", "finetune=NaN,reward=1,rl=nan", "finetune=inf,reward=1",
+                                  "finetune=0.5,reward=0.5,finetune=0.5", "finetune=0.3,reward=0.7,finetune=0.3"])
+def test_parse_split_fractions_refuses_nan_and_repeated_names_as_usage_errors(text):
+    from stackllama_cli.core.errors import UsageError
+
+    with pytest.raises(UsageError):
+        parse_split_fractions(text)
