@@ -6,7 +6,7 @@ fresh LoRA adapter; the reference is the same weights with the adapter disabled 
 -> 5 evaluate (loss, reward accuracy and margin on the evaluation split) -> 6 publish.
 
 Tokens are built here, not by TRL: the prompt is tokenised alone, exactly as generate, ppo and rloo
-feed it to the model (`format_prompt`, ending in "Answer: "), and the answer after it, EOS last. TRL
+feed it to the model (`format_prompt`, ending in "Answer:"), and the answer after it, EOS last. TRL
 would tokenise prompt + answer together and move the prompt's trailing space into the answer.
 """
 
@@ -94,7 +94,7 @@ def tokenize_preferences(ds, tokenizer, max_length: int, max_prompt_length: int)
         prompt_of[question] = ids
 
     def answers(column: str) -> list[list[int]]:
-        texts = [a.strip() for a in ds[column]]
+        texts = [" " + a.strip() for a in ds[column]]  # the answer brings its leading space (data/prompts.py)
         return [ids + [tokenizer.eos_token_id] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     out: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}

@@ -63,6 +63,12 @@ class RlooConfig(TrainCommon):
     log_samples: int = 10
     # read by stages/ppo/reward.py:shape_scores; the leave-one-out baseline already centres the rewards
     reward_baseline: ClassVar[float] = 0.0
+    missing_eos_penalty: ClassVar[float] = 0.0
+
+    @property
+    def reward_norm(self) -> str:
+        """ppo's name for the choice (stages/ppo/reward.py reads it): train-rm's statistics or none."""
+        return "stats" if self.normalize_reward else "none"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,7 +112,10 @@ class RewardModelScorer:
         raw = score(self.model, self.tokenizer, list(question), list(completions), self.cfg.rm_max_length)
         reasons = [degenerate_reason(text, list(ids)) for text, ids in zip(completions, completion_ids)]
         degenerate = torch.tensor([r is not None for r in reasons], device=raw.device)
-        shaped = shape_scores(raw, self.cfg, self.stats, degenerate)
+        stats = self.stats if self.cfg.reward_norm == "stats" else None
+        finished = torch.tensor([bool(ids) and ids[-1] == self.tokenizer.eos_token_id for ids in completion_ids],
+                                device=raw.device)  # TRL keeps the EOS in a finished completion's ids
+        shaped = shape_scores(raw, self.cfg, stats, degenerate, finished)
         rate = self._global_rate(degenerate)
         self.streak = self.streak + 1 if rate > self.cfg.degenerate_stop_rate else 0
         if log_metric is not None:

@@ -45,8 +45,8 @@ def test_token_ids_as_generation_sees_them(tiny_model_dir):
     assert ids["chosen_ids"][0] == tok("Stouts are dark.", add_special_tokens=False)["input_ids"] + [eos]
     assert ids["rejected_ids"][0][-1] == eos
     full_prompt = tok(format_prompt(long_q))["input_ids"]
-    assert ids["prompt_ids"][1] == full_prompt[-32:]  # the end, with "Answer: ", is kept
-    assert tok.decode(ids["prompt_ids"][1]).endswith("\n\nAnswer: ")
+    assert ids["prompt_ids"][1] == full_prompt[-32:]  # the end, with "Answer:", is kept
+    assert tok.decode(ids["prompt_ids"][1]).endswith("\n\nAnswer:")
     assert len(ids["prompt_ids"][1]) + len(ids["chosen_ids"][1]) == 96 and ids["chosen_ids"][1][-1] != eos
     assert ids["rejected_ids"][1] == tok("Bad", add_special_tokens=False)["input_ids"] + [eos]
     assert counts == {"prompts": 2, "prompts_cut": 1, "answers": 4, "answers_cut": 1}
