@@ -15,6 +15,7 @@ from stackllama_cli.models.resolve import ModelSpec, adapter_task_type
 
 REWARD_STATS_FILENAME = "reward_stats.json"
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+_warned: set[str] = set()  # precision warnings already shown by this process
 
 
 def device_facts() -> dict[str, bool]:
@@ -27,9 +28,8 @@ def device_facts() -> dict[str, bool]:
 
 
 def check_device_support(precision: str, attn_implementation: str | None, facts: dict[str, bool]) -> None:
-    """A resolved precision (fp32/bf16/fp16) and attention implementation this machine cannot run: one line."""
-    if precision == "fp16" and not facts["cuda"]:
-        raise StackLlamaError("--precision fp16 needs a CUDA GPU and none is visible; use fp32 on a CPU")
+    """A resolved precision (fp32/bf16/fp16) and attention implementation this machine cannot run: one line.
+    (fp16 and bf16 on a CPU run, slowly: resolve_precision warns about fp16 there.)"""
     if precision == "bf16" and facts["cuda"] and not facts["bf16"]:
         raise StackLlamaError("--precision bf16: this GPU does not support bfloat16; use fp16 (or auto)")
     if attn_implementation == "flash_attention_2":
@@ -55,7 +55,14 @@ def resolve_precision(precision: str = "auto") -> str:
         raise UsageError(f"--precision must be auto, fp32, bf16 or fp16, not {precision!r}")
     if precision != "auto":
         if precision != "fp32":
-            check_device_support(precision, None, device_facts())
+            facts = device_facts()
+            check_device_support(precision, None, facts)
+            if precision == "fp16" and not facts["cuda"] and precision not in _warned:
+                from stackllama_cli.core.console import warn
+
+                _warned.add(precision)
+                warn("--precision fp16 on a CPU: slow, and weights in fp16 lose precision in training; fp32 is "
+                     "the CPU's choice (auto)")
         return precision
     facts = device_facts()
     if facts["cuda"]:

@@ -18,10 +18,10 @@ def test_device_support():
     for facts in (CPU, OLD_GPU, GPU):
         check_device_support("fp32", None, facts)
     check_device_support("bf16", None, CPU)  # slow without AMX, but it runs
+    check_device_support("fp16", None, CPU)  # slow too (resolve_precision warns), but it runs
     check_device_support("fp16", None, OLD_GPU)
     check_device_support("bf16", "flash_attention_2", GPU)
     for precision, attn, facts, message in [
-        ("fp16", None, CPU, "--precision fp16 needs a CUDA GPU and none is visible"),
         ("bf16", None, OLD_GPU, "this GPU does not support bfloat16; use fp16"),
         ("fp32", "flash_attention_2", CPU, "flash_attention_2 needs a CUDA GPU"),
         ("bf16", "flash_attention_2", {**GPU, "flash_attn": False}, "needs the flash-attn package"),
@@ -29,6 +29,15 @@ def test_device_support():
     ]:
         with pytest.raises(StackLlamaError, match=message):
             check_device_support(precision, attn, facts)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 on a CPU")
+def test_fp16_on_a_cpu_runs_with_one_warning(capfd, monkeypatch):
+    from stackllama_cli.models import load
+
+    monkeypatch.setattr(load, "_warned", set())
+    assert load.resolve_precision("fp16") == "fp16" and load.resolve_precision("fp16") == "fp16"
+    assert capfd.readouterr().err.count("--precision fp16 on a CPU: slow") == 1
 
 
 def tiny(family: str, task: str = "CAUSAL_LM"):
@@ -125,8 +134,6 @@ def one_line_error(result, code: int, text: str) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only errors")
 def test_cpu_precision_and_attention_errors(qwen2_dir, sample_data_dir, tmp_path, run_cli):
     args = ["sft", "--model", qwen2_dir, "--data", sample_data_dir, "--max-steps", "1", "--seq-length", "32"]
-    one_line_error(run_cli(*args, "--output", tmp_path / "a", "--precision", "fp16"), 1,
-                   "--precision fp16 needs a CUDA GPU")
     one_line_error(run_cli(*args, "--output", tmp_path / "b", "--attn-implementation", "flash_attention_2"), 1,
                    "flash_attention_2 needs a CUDA GPU")
     questions = tmp_path / "q.txt"
