@@ -39,7 +39,8 @@ def trainer_rows(C) -> tuple[list[Row], list[Row]]:
     """Options every Trainer-based stage takes, defaults from its config class `C` (a TrainCommon):
     (rows before the stage's own options, rows after them)."""
     before = [("model", o.Model, C.model), ("data", o.Data, Path(C.data)), *o.DATA_OPTIONS,
-              ("output", o.OutputDir, Path(C.output)), ("base", o.Base, None)]
+              ("output", o.OutputDir, Path(C.output)), ("base", o.Base, None),
+              ("prompt_format", o.PromptFormat, C.prompt_format)]
     after = [
         ("max_steps", o.MaxSteps, C.max_steps), ("epochs", o.Epochs, C.epochs),
         ("learning_rate", o.LearningRate, C.learning_rate), ("lr_scheduler", o.LrScheduler, C.lr_scheduler),
@@ -63,7 +64,8 @@ def lora_rows(C) -> list[Row]:
 
 def model_rows(precision: str = "auto") -> list[Row]:
     return [("load_in_8bit", o.LoadIn8bit, False), ("load_in_4bit", o.LoadIn4bit, False),
-            ("precision", o.Precision, precision), ("trust_remote_code", o.TrustRemoteCode, False)]
+            ("precision", o.Precision, precision), ("attn_implementation", o.AttnImplementation, None),
+            ("trust_remote_code", o.TrustRemoteCode, False)]
 
 
 def run_rows() -> list[Row]:

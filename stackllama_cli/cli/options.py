@@ -43,6 +43,21 @@ Precision = Annotated[
         rich_help_panel=MODEL_PANEL,
     ),
 ]
+AttnImplementation = Annotated[
+    Optional[str],
+    typer.Option("--attn-implementation", metavar="sdpa|eager|flash_attention_2", show_default=False,
+                 help="Attention kernel for every model this command loads (default: the library's choice for "
+                 "the architecture, e.g. eager for Gemma-2). flash_attention_2 needs a CUDA GPU, the flash-attn "
+                 "package and bf16/fp16.", rich_help_panel=MODEL_PANEL),
+]
+PromptFormat = Annotated[
+    Optional[str],
+    typer.Option("--prompt-format", metavar="recipe|chat", show_default=False,
+                 help="recipe: 'Question: ...\\n\\nAnswer: ...'; chat: the tokenizer's chat template (question as "
+                 "the user turn, answer as the assistant turn). Default: the format the input model was trained "
+                 "with (recorded in its prompt_format.json), else recipe; contradicting it is an error.",
+                 rich_help_panel=MODEL_PANEL),
+]
 TrustRemoteCode = Annotated[
     bool,
     typer.Option("--trust-remote-code", help="Allow model code from the model's repository to run.",

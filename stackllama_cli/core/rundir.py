@@ -181,8 +181,8 @@ def check_resume_config(cfg: Any, run: RunDir) -> None:
     except (OSError, ValueError, KeyError):
         return  # nothing to compare against (a run from an older version)
     now = to_dict(cfg)
-    changed = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(now)
-               if k in saved and k not in RESUMABLE_CHANGES and saved[k] != now[k]]
+    changed = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(now)  # None: not given, the run's own holds
+               if k in saved and k not in RESUMABLE_CHANGES and now[k] is not None and saved[k] != now[k]]
     if changed:
         raise UsageError(f"--resume with options that change the run: {'; '.join(changed)}; resume with the "
                          "run's own options, or start a new run")

@@ -1,34 +1,87 @@
-"""Loading what a `ModelSpec` points at: tokenizer, causal LM, reward model; precision and bitsandbytes
-quantisation (models/resolve.py says where the weights are)."""
+"""Loading what a `ModelSpec` points at: tokenizer, causal LM, reward model; precision, attention
+implementation and bitsandbytes quantisation (models/resolve.py says where the weights are)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 from stackllama_cli.core.config import check_exclusive, check_precision
-from stackllama_cli.core.errors import StackLlamaError, one_line
+from stackllama_cli.core.errors import StackLlamaError, UsageError, one_line
 from stackllama_cli.dist.ranks import local_process_index
 from stackllama_cli.models.resolve import ModelSpec, adapter_task_type, check_hub_reachable
 
 REWARD_STATS_FILENAME = "reward_stats.json"
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+_warned: set[str] = set()  # precision warnings already shown by this process
+
+
+def device_facts() -> dict[str, bool]:
+    """What the precision and attention choices depend on: a CUDA GPU, bf16 on it, the flash-attn package."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"cuda": cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
+            "flash_attn": importlib.util.find_spec("flash_attn") is not None}
+
+
+def check_device_support(precision: str, attn_implementation: str | None, facts: dict[str, bool]) -> None:
+    """A resolved precision (fp32/bf16/fp16) and attention implementation this machine cannot run: one line.
+    (fp16 and bf16 on a CPU run, slowly: resolve_precision warns about fp16 there.)"""
+    if precision == "bf16" and facts["cuda"] and not facts["bf16"]:
+        raise StackLlamaError("--precision bf16: this GPU does not support bfloat16; use fp16 (or auto)")
+    if attn_implementation == "flash_attention_2":
+        if not facts["cuda"]:
+            raise StackLlamaError("--attn-implementation flash_attention_2 needs a CUDA GPU and none is visible; "
+                                  "use sdpa or eager")
+        if not facts["flash_attn"]:
+            raise StackLlamaError("--attn-implementation flash_attention_2 needs the flash-attn package "
+                                  "(pip install flash-attn --no-build-isolation); or use sdpa")
+        if precision == "fp32":
+            raise StackLlamaError("--attn-implementation flash_attention_2 runs in bf16 or fp16 only; pass "
+                                  "--precision bf16 (or fp16), or use sdpa")
 
 
 def resolve_precision(precision: str = "auto") -> str:
-    """'auto' -> bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU.
+    """'auto' -> bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU; an explicit choice the
+    device cannot run is an error (check_device_support).
 
     bf16 matmuls on CPUs without AMX/AVX-512 are ~15-60x slower than fp32 (measured).
     """
     check_precision(precision)
     precision = precision.lower()
     if precision != "auto":
-        return precision
-    import torch
+        if precision != "fp32":
+            facts = device_facts()
+            check_device_support(precision, None, facts)
+            if precision == "fp16" and not facts["cuda"] and precision not in _warned:
+                from stackllama_cli.core.console import warn
 
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+                _warned.add(precision)
+                warn("--precision fp16 on a CPU: slow, and weights in fp16 lose precision in training; fp32 is "
+                     "the CPU's choice (auto)")
+        return precision
+    facts = device_facts()
+    if facts["cuda"]:
+        return "bf16" if facts["bf16"] else "fp16"
     return "fp32"
+
+
+def check_attn_implementation(attn_implementation: str | None) -> None:
+    if attn_implementation is not None and attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise UsageError(f"--attn-implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
+                         f"not {attn_implementation!r}")
+
+
+def attn_kwargs(attn_implementation: str | None, precision: str = "auto") -> dict[str, str]:
+    """`from_pretrained`'s attn_implementation (none: the library's choice for the model), checked first."""
+    check_attn_implementation(attn_implementation)
+    if attn_implementation is None:
+        return {}
+    check_device_support(resolve_precision(precision), attn_implementation, device_facts())
+    return {"attn_implementation": attn_implementation}
 
 
 def torch_dtype(precision: str):
@@ -104,7 +157,11 @@ def _from_pretrained(auto_cls, spec: ModelSpec, **kwargs):
         check_hub_reachable(spec.path)
     try:
         return auto_cls.from_pretrained(spec.path, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        attn = kwargs.get("attn_implementation")
+        if attn and isinstance(exc, (ValueError, ImportError)) and "attention" in str(exc).lower():
+            raise StackLlamaError(f"--attn-implementation {attn} is not available for {spec.name}: "
+                                  f"{one_line(exc, 200)}") from None
         hint = " (no network: hub ids only work where the hub is reachable or cached)" if spec.is_hub else ""
         raise StackLlamaError(f"cannot load model {spec.name}{hint}: {one_line(exc, 200)}") from None
 
@@ -133,14 +190,16 @@ def check_causal_lm(spec: ModelSpec) -> None:
 
 
 def load_causal_lm(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool = False,
-                   load_in_4bit: bool = False, trust_remote_code: bool = False, merge_adapter: bool = True):
+                   load_in_4bit: bool = False, trust_remote_code: bool = False, merge_adapter: bool = True,
+                   attn_implementation: str | None = None):
     """A causal LM; an adapter in `spec` is merged (full-precision base) or attached (quantised base)."""
     from transformers import AutoModelForCausalLM
 
     check_causal_lm(spec)
     quant = quantization_config(load_in_8bit, load_in_4bit, precision)
     model = _from_pretrained(AutoModelForCausalLM, spec, dtype=torch_dtype(precision), quantization_config=quant,
-                             device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code)
+                             device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code,
+                             **attn_kwargs(attn_implementation, precision))
     model = merge_inner_adapters(model, spec)
     if spec.adapter:
         kind = adapter_task_type(spec.adapter)
@@ -156,7 +215,7 @@ def load_causal_lm(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool 
 
 def load_reward_model(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool = False,
                       load_in_4bit: bool = False, trust_remote_code: bool = False, pad_token_id: int | None = None,
-                      merge_adapter: bool = True):
+                      merge_adapter: bool = True, attn_implementation: str | None = None):
     """A one-output sequence classifier: a train-rm adapter or a merged reward model."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -173,7 +232,8 @@ def load_reward_model(spec: ModelSpec, precision: str = "auto", load_in_8bit: bo
     quant = quantization_config(load_in_8bit, load_in_4bit, precision)
     model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=1,
                              dtype=torch_dtype(precision), quantization_config=quant,
-                             device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code)
+                             device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code,
+                             **attn_kwargs(attn_implementation, precision))
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     # A causal-LM adapter (SFT) under the reward adapter: its LoRA weights target the
@@ -187,6 +247,14 @@ def load_reward_model(spec: ModelSpec, precision: str = "auto", load_in_8bit: bo
             model = model.merge_and_unload()
     model.eval()
     return model
+
+
+def recorded_prompt_format(spec: ModelSpec) -> str | None:
+    """The --prompt-format a model was trained with (data/prompt_format.py), from the outermost adapter in
+    `spec` inwards to the base; None when none of them records one (a base model)."""
+    from stackllama_cli.data.prompt_format import read_record
+
+    return read_record([spec.adapter, *reversed(spec.merged_adapters), spec.path])
 
 
 def load_reward_stats(spec: ModelSpec) -> dict | None:

@@ -12,8 +12,9 @@ from pathlib import Path
 from stackllama_cli.core.console import info, progress
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.core.files import atomic_dir
+from stackllama_cli.data.prompt_format import write_record
 from stackllama_cli.models.card import write_merged_card
-from stackllama_cli.models.load import REWARD_STATS_FILENAME
+from stackllama_cli.models.load import REWARD_STATS_FILENAME, recorded_prompt_format
 from stackllama_cli.models.resolve import adapter_task_type, resolve_model
 
 PROBE = "Question: How do I store coffee beans?\n\nAnswer: Keep them airtight, dark and cool."
@@ -60,6 +61,9 @@ def merge(adapter: str, output: str, base: str | None = None, overwrite: bool = 
             stats = Path(spec.adapter) / REWARD_STATS_FILENAME
             if stats.is_file():
                 shutil.copy(stats, tmp / REWARD_STATS_FILENAME)
+            fmt = recorded_prompt_format(spec)
+            if fmt is not None:  # the merged model is read in the format its adapters were trained with
+                write_record(tmp, fmt)
             bar.update(task, advance=1, description="merge: reload and check")
             reloaded, _ = _load(spec, kind, merged_dir=tmp)
             diff = float((_logits(reloaded, tokenizer) - expected).abs().max())

@@ -1,4 +1,4 @@
-"""Interactive chat: streamed answers in the Question/Answer template, a few REPL commands.
+"""Interactive chat: streamed answers in the model's prompt format, a few REPL commands.
 
 Ctrl-C stops the answer being generated (not the program); Ctrl-D or /quit leaves.
 """
@@ -11,7 +11,7 @@ import threading
 
 from stackllama_cli.core.console import console
 from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.data.prompts import format_prompt
+from stackllama_cli.data.prompt_format import RECIPE
 from stackllama_cli.stages.generate import SamplingConfig
 
 HELP = """Commands:
@@ -36,7 +36,8 @@ def apply_setting(sampling: SamplingConfig, name: str, value: str) -> SamplingCo
     return dataclasses.replace(sampling, **{name: parsed})
 
 
-def stream_answer(model, tokenizer, question: str, sampling: SamplingConfig, write) -> str:
+def stream_answer(model, tokenizer, question: str, sampling: SamplingConfig, write, fmt=RECIPE,
+                  stop_ids: list[int] | None = None) -> str:
     """Generate in a thread and write tokens as they come; Ctrl-C stops generation cleanly."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
@@ -47,10 +48,10 @@ def stream_answer(model, tokenizer, question: str, sampling: SamplingConfig, wri
         def __call__(self, input_ids, scores, **kwargs):
             return stop.is_set()
 
-    enc = tokenizer([format_prompt(question)], return_tensors="pt").to(model.device)
+    enc = tokenizer([fmt.prompt(question)], return_tensors="pt").to(model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     set_seed(sampling.seed)
-    kwargs = dict(**enc, **sampling.generate_kwargs(tokenizer), streamer=streamer,
+    kwargs = dict(**enc, **sampling.generate_kwargs(tokenizer, stop_ids), streamer=streamer,
                   stopping_criteria=StoppingCriteriaList([StopOnEvent()]))
 
     def work():
@@ -74,11 +75,12 @@ def stream_answer(model, tokenizer, question: str, sampling: SamplingConfig, wri
     return "".join(pieces)
 
 
-def chat(model: str, sampling: SamplingConfig, **load_kwargs) -> None:
-    from stackllama_cli.stages.generate import load_for_generation
+def chat(model: str, sampling: SamplingConfig, prompt_format: str | None = None, **load_kwargs) -> None:
+    from stackllama_cli.stages.generate import generation_format, load_for_generation
 
     with console.status(f"Loading {model}..."):
         lm, tokenizer = load_for_generation(model, **load_kwargs)
+        fmt, stop_ids = generation_format(model, lm, tokenizer, prompt_format)
     initial = sampling
     console.print(f"[bold]stackllama chat[/] with {model}. Ask a question; /help for commands, Ctrl-D to quit.")
 
@@ -120,4 +122,4 @@ def chat(model: str, sampling: SamplingConfig, **load_kwargs) -> None:
                 write(f"unknown command {line!r}; /help lists them\n")
             continue
         write("\n")
-        stream_answer(lm, tokenizer, line, sampling, write)
+        stream_answer(lm, tokenizer, line, sampling, write, fmt, stop_ids)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from stackllama_cli.core.config import check_exclusive, check_precision, require
+from stackllama_cli.core.errors import StackLlamaError, UsageError
 from stackllama_cli.core.files import CHECKPOINTS_DIRNAME
 from stackllama_cli.core.metrics import METRICS_FILENAME, truncate_jsonl
 from stackllama_cli.dist.ranks import is_main_process, wait_for_everyone
@@ -56,6 +57,8 @@ class TrainCommon:
     lora_dropout: float = 0.05
     lora_target_modules: str = "all-linear"
     trust_remote_code: bool = False
+    attn_implementation: str | None = None  # sdpa, eager, flash_attention_2; None: the library's choice
+    prompt_format: str | None = None  # recipe or chat; None: the input model's recorded format, else recipe
     report_to: str = "none"
     run_name: str | None = None
     resume: bool = False
@@ -78,8 +81,28 @@ class TrainCommon:
             from stackllama_cli.stages.trainer_args import check_trainer_args
 
             check_trainer_args(self.trainer_args, self.TRAINER_ARGS, (f.name for f in dataclasses.fields(self)))
+        check_model_options(self)
         for name in ("logging_steps", "save_steps", "eval_steps"):
             require(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
+
+
+def check_model_options(cfg) -> None:
+    """--attn-implementation and --prompt-format values, before anything loads (both checks are torch-free)."""
+    from stackllama_cli.data.prompt_format import check_format_name
+    from stackllama_cli.models.load import check_attn_implementation
+
+    check_attn_implementation(cfg.attn_implementation)
+    check_format_name(cfg.prompt_format)
+
+
+def stage_prompt_format(explicit: str | None, models: dict, tokenizer, model_name: str):
+    """The prompt format of a stage whose input models are `models` (name -> ModelSpec), for `tokenizer`:
+    their recorded format, else `explicit`, else recipe (data/prompt_format.py:resolve_format_name)."""
+    from stackllama_cli.data.prompt_format import prompt_format, resolve_format_name
+    from stackllama_cli.models.load import recorded_prompt_format
+
+    name = resolve_format_name(explicit, {n: recorded_prompt_format(spec) for n, spec in models.items()})
+    return prompt_format(name, tokenizer, model_name)
 
 
 def checkpoint_step(path: str | Path) -> int:
@@ -168,14 +191,41 @@ def training_args_kwargs(cfg: TrainCommon, output: Path, has_eval: bool) -> dict
     )
 
 
-def lora_config(cfg, task_type: str):
-    """The LoRA adapter of any stage: `cfg` has lora_r, lora_alpha, lora_dropout, lora_target_modules."""
+def lora_config(cfg, task_type: str, model=None):
+    """The LoRA adapter of any stage: `cfg` has lora_r, lora_alpha, lora_dropout, lora_target_modules. Named
+    targets are checked against `model` when given (peft drops names that match nothing without a word)."""
     from peft import LoraConfig
 
     targets = cfg.lora_target_modules
     target_modules = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    if not target_modules:
+        raise UsageError("--lora-target-modules is empty: give all-linear or module names separated by commas")
+    if model is not None and target_modules != "all-linear":
+        check_lora_targets(model, target_modules)
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
                       task_type=task_type, target_modules=target_modules)
+
+
+def linear_layer_names(model) -> list[str]:
+    """The distinct names of the model's linear layers that LoRA can adapt (all-linear's choice: not the
+    output projection nor a classifier's score head), e.g. Phi-3's qkv_proj and gate_up_proj."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    heads = {id(m) for m in (model.get_output_embeddings(), getattr(model, "score", None)) if m is not None}
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, (torch.nn.Linear, Conv1D)) and id(module) not in heads})
+
+
+def check_lora_targets(model, targets: list[str]) -> None:
+    """Every name in --lora-target-modules must be a module of `model` (peft's rule: the full name or its
+    dotted suffix), else a one-line error listing the model's linear layers."""
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        arch = type(model).__name__
+        raise StackLlamaError(f"--lora-target-modules: {arch} has no module named {', '.join(missing)}; its linear "
+                              f"layers are {', '.join(linear_layer_names(model))} (or use all-linear)")
 
 
 def install_callbacks(trainer, output: Path, description: str, max_minutes: float = 0.0):

@@ -11,7 +11,8 @@ from stackllama_cli.core.console import progress
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.core.files import text_lines
 from stackllama_cli.data.datasets import load_split
-from stackllama_cli.data.prompts import format_example, reward_batch
+from stackllama_cli.data.prompt_format import RECIPE
+from stackllama_cli.data.prompts import reward_batch
 from stackllama_cli.data.reward_metrics import (
     accuracy_by_gap,
     length_rule_accuracy,
@@ -22,7 +23,7 @@ from stackllama_cli.data.reward_metrics import (
 
 
 def load_scorer(model: str, precision: str = "auto", load_in_8bit: bool = False, load_in_4bit: bool = False,
-                trust_remote_code: bool = False):
+                trust_remote_code: bool = False, attn_implementation: str | None = None):
     """(reward_model, tokenizer): adapters merged, right padding, eval mode."""
     import torch
 
@@ -32,7 +33,8 @@ def load_scorer(model: str, precision: str = "auto", load_in_8bit: bool = False,
     spec = resolve_model(model)
     tokenizer = load_tokenizer(spec, padding_side="right", trust_remote_code=trust_remote_code)
     rm = load_reward_model(spec, precision=precision, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
-                           trust_remote_code=trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+                           trust_remote_code=trust_remote_code, pad_token_id=tokenizer.pad_token_id,
+                           attn_implementation=attn_implementation)
     if not (load_in_8bit or load_in_4bit) and torch.cuda.is_available():
         from stackllama_cli.dist.ranks import distributed_state
 
@@ -58,8 +60,17 @@ def score_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max
     return rewards
 
 
-def evaluate_pairs(model, tokenizer, ds, batch_size: int = 8, max_length: int | None = None) -> dict:
-    """Accuracy, margin, reward stats, and the length rule and per-score-gap accuracies beside them.
+def scorer_format(model: str, explicit: str | None, tokenizer):
+    """The prompt format a reward model reads (its recorded one; see stages/common.py:stage_prompt_format)."""
+    from stackllama_cli.models.resolve import resolve_model
+    from stackllama_cli.stages.common import stage_prompt_format
+
+    return stage_prompt_format(explicit, {model: resolve_model(model)}, tokenizer, model)
+
+
+def evaluate_pairs(model, tokenizer, ds, batch_size: int = 8, max_length: int | None = None, fmt=RECIPE) -> dict:
+    """Accuracy, margin, reward stats, and the length rule and per-score-gap accuracies beside them, on texts in
+    the prompt format `fmt`.
 
     Under several processes each scores its contiguous share of the pairs; the rewards are gathered
     back in pair order, so every rank computes the same metrics over all pairs."""
@@ -72,9 +83,9 @@ def evaluate_pairs(model, tokenizer, ds, batch_size: int = 8, max_length: int | 
         start_pair, end_pair = shard_bounds(len(questions), state.process_index, state.num_processes)
     mine = range(start_pair, end_pair)
     start = time.perf_counter()
-    rj = score_texts(model, tokenizer, [format_example(questions[i], js[i]) for i in mine], batch_size,
+    rj = score_texts(model, tokenizer, [fmt.example(questions[i], js[i]) for i in mine], batch_size,
                      max_length, "score chosen")
-    rk = score_texts(model, tokenizer, [format_example(questions[i], ks[i]) for i in mine], batch_size,
+    rk = score_texts(model, tokenizer, [fmt.example(questions[i], ks[i]) for i in mine], batch_size,
                      max_length, "score rejected")
     rj, rk = gather_in_order(rj, len(questions)), gather_in_order(rk, len(questions))
     seconds = time.perf_counter() - start
@@ -89,13 +100,14 @@ def evaluate_pairs(model, tokenizer, ds, batch_size: int = 8, max_length: int | 
 
 
 def evaluate(model: str, data: str, split: str = "evaluation", batch_size: int = 8, max_length: int | None = None,
-             limit: int | None = None, **load_kwargs) -> dict:
+             limit: int | None = None, prompt_format: str | None = None, **load_kwargs) -> dict:
     ds = load_split(data, split)
     if limit:
         ds = ds.select(range(min(limit, len(ds))))
     rm, tokenizer = load_scorer(model, **load_kwargs)
-    result = evaluate_pairs(rm, tokenizer, ds, batch_size, max_length)
-    return {"model": model, "data": str(data), "split": split, **result}
+    fmt = scorer_format(model, prompt_format, tokenizer)
+    result = evaluate_pairs(rm, tokenizer, ds, batch_size, max_length, fmt)
+    return {"model": model, "data": str(data), "split": split, "prompt_format": fmt.name, **result}
 
 
 def read_scoring_input(stream: IO[str]) -> list[dict]:
@@ -117,11 +129,12 @@ def read_scoring_input(stream: IO[str]) -> list[dict]:
 
 
 def score_jsonl(model: str, stream: IO[str] = sys.stdin, out: IO[str] = sys.stdout, batch_size: int = 8,
-                max_length: int | None = None, **load_kwargs) -> int:
+                max_length: int | None = None, prompt_format: str | None = None, **load_kwargs) -> int:
     """Add a `reward` field to each {"question", "response"} line; only JSONL on `out`."""
     rows = read_scoring_input(stream)
     rm, tokenizer = load_scorer(model, **load_kwargs)
-    rewards = score_texts(rm, tokenizer, [format_example(r["question"], r["response"]) for r in rows], batch_size,
+    fmt = scorer_format(model, prompt_format, tokenizer)
+    rewards = score_texts(rm, tokenizer, [fmt.example(r["question"], r["response"]) for r in rows], batch_size,
                           max_length)
     for row, reward in zip(rows, rewards):
         out.write(json.dumps({**row, "reward": reward}, ensure_ascii=False) + "\n")

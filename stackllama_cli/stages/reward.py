@@ -24,7 +24,8 @@ from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl
 from stackllama_cli.core.rundir import finish_run, open_stage_run
 from stackllama_cli.data.datasets import load_split
-from stackllama_cli.data.prompts import format_example, reward_token_ids
+from stackllama_cli.data.prompt_format import RECIPE, write_record
+from stackllama_cli.data.prompts import reward_token_ids
 from stackllama_cli.data.reward_metrics import mean_std
 from stackllama_cli.data.sources import data_source
 from stackllama_cli.dist.ranks import describe_batch
@@ -34,6 +35,7 @@ from stackllama_cli.stages.common import (
     last_checkpoint,
     lora_config,
     prepare_resume,
+    stage_prompt_format,
     training_args_kwargs,
     whole_run_loss,
 )
@@ -62,13 +64,14 @@ class RewardConfig(TrainCommon):
         require(self.max_minutes >= 0, "--max-minutes must be non-negative (0: no time budget)")
 
 
-def tokenize_pairs(ds, tokenizer, max_length: int, truncate: bool) -> tuple[dict[str, list], int]:
-    """chosen_ids/rejected_ids with EOS appended, and how many pairs were over `max_length` (dropped, or cut)."""
+def tokenize_pairs(ds, tokenizer, max_length: int, truncate: bool, fmt=RECIPE) -> tuple[dict[str, list], int]:
+    """chosen_ids/rejected_ids (texts in the prompt format `fmt`) with EOS appended, and how many pairs were over
+    `max_length` (dropped, or cut)."""
     eos = tokenizer.eos_token_id
     out: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
     over = 0
-    chosen = tokenizer([format_example(q, a) for q, a in zip(ds["question"], ds["response_j"])])["input_ids"]
-    rejected = tokenizer([format_example(q, a) for q, a in zip(ds["question"], ds["response_k"])])["input_ids"]
+    chosen = tokenizer([fmt.example(q, a) for q, a in zip(ds["question"], ds["response_j"])])["input_ids"]
+    rejected = tokenizer([fmt.example(q, a) for q, a in zip(ds["question"], ds["response_k"])])["input_ids"]
     for cj, rk in zip(chosen, rejected):
         if max(len(cj), len(rk)) + 1 > max_length:  # + 1: the EOS
             over += 1
@@ -87,6 +90,7 @@ def build_classifier(cfg: RewardConfig, spec, pad_token_id: int):
 
     from stackllama_cli.models.load import (
         _from_pretrained,
+        attn_kwargs,
         device_map_for,
         merge_inner_adapters,
         quantization_config,
@@ -100,7 +104,8 @@ def build_classifier(cfg: RewardConfig, spec, pad_token_id: int):
     quant = quantization_config(cfg.load_in_8bit, cfg.load_in_4bit, cfg.precision)
     model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=1,
                              dtype=torch_dtype(cfg.precision), quantization_config=quant,
-                             device_map=device_map_for(quant is not None), trust_remote_code=cfg.trust_remote_code)
+                             device_map=device_map_for(quant is not None), trust_remote_code=cfg.trust_remote_code,
+                             **attn_kwargs(cfg.attn_implementation, cfg.precision))
     inner = spec.merged_adapters + ((spec.adapter,) if spec.adapter else ())
     model = merge_inner_adapters(model, dataclasses.replace(spec, adapter=None, merged_adapters=inner))
     model.config.pad_token_id = pad_token_id
@@ -135,7 +140,9 @@ def run(cfg: RewardConfig) -> dict:
             warn(f"training without evaluation: {exc}")
     spec = resolve_model(cfg.model, base=cfg.base)
     tokenizer = load_tokenizer(spec, padding_side="right", trust_remote_code=cfg.trust_remote_code)
-    train_ids, n_over = tokenize_pairs(train_pairs, tokenizer, cfg.max_length, cfg.truncate)
+    fmt = stage_prompt_format(cfg.prompt_format, {spec.name: spec}, tokenizer, spec.name)
+    cfg.prompt_format = fmt.name  # recorded in stackllama_config.json
+    train_ids, n_over = tokenize_pairs(train_pairs, tokenizer, cfg.max_length, cfg.truncate, fmt)
     if not train_ids["chosen_ids"]:
         raise StackLlamaError(f"all {len(train_pairs)} training pairs are longer than --max-length {cfg.max_length} "
                               "tokens; raise it or pass --truncate")
@@ -146,7 +153,7 @@ def run(cfg: RewardConfig) -> dict:
              "model learns only from short answers; consider --truncate or a larger --max-length")
     eval_ds = None
     if eval_pairs is not None:
-        eval_ids, _ = tokenize_pairs(eval_pairs, tokenizer, cfg.max_length, truncate=True)
+        eval_ids, _ = tokenize_pairs(eval_pairs, tokenizer, cfg.max_length, truncate=True, fmt=fmt)
         eval_ds = datasets.Dataset.from_dict(eval_ids)
     info(f"Reward model on {len(train_ids['chosen_ids'])} pairs ({n_over} over {cfg.max_length} tokens "
          f"{'truncated' if cfg.truncate else 'dropped'}), model {spec.name}, "
@@ -162,7 +169,7 @@ def run(cfg: RewardConfig) -> dict:
                            pad_token=tokenizer.pad_token)
     trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict(train_ids),
                             eval_dataset=eval_ds, processing_class=tokenizer,
-                            peft_config=lora_config(cfg, "SEQ_CLS"))
+                            peft_config=lora_config(cfg, "SEQ_CLS", model))
     budget = install_callbacks(trainer, out, "train-rm", max_minutes=cfg.max_minutes)
 
     # 4. train
@@ -177,10 +184,10 @@ def run(cfg: RewardConfig) -> dict:
     # 5. evaluate; reward statistics over training pairs (PPO normalises rewards with them)
     model = trainer.model.eval()
     stats_ds = train_pairs.select(range(min(cfg.stats_pairs, len(train_pairs))))
-    texts = [format_example(q, a) for q, a in zip(stats_ds["question"], stats_ds["response_j"])] + \
-            [format_example(q, a) for q, a in zip(stats_ds["question"], stats_ds["response_k"])]
+    texts = [fmt.example(q, a) for q, a in zip(stats_ds["question"], stats_ds["response_j"])] + \
+            [fmt.example(q, a) for q, a in zip(stats_ds["question"], stats_ds["response_k"])]
     mean, std = mean_std(score_texts(model, tokenizer, texts, cfg.batch_size, cfg.max_length, "reward stats"))
-    evaluation = evaluate_pairs(model, tokenizer, eval_pairs, cfg.batch_size, cfg.max_length) \
+    evaluation = evaluate_pairs(model, tokenizer, eval_pairs, cfg.batch_size, cfg.max_length, fmt) \
         if eval_pairs is not None else {}
 
     # 6. publish
@@ -188,6 +195,7 @@ def run(cfg: RewardConfig) -> dict:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         make_adapter_portable(tmp, spec)
+        write_record(tmp, fmt.name)
         write_json(tmp / REWARD_STATS_FILENAME, {"mean": mean, "std": std, "n": len(texts)})
         write_model_card(tmp, cfg, spec, {"train_loss": result.training_loss, "steps": result.global_step,
                                           "train_pairs": len(train_ids["chosen_ids"]), "evaluation": evaluation})

@@ -17,7 +17,7 @@ from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, plot_curves, read_jsonl
 from stackllama_cli.core.rundir import finish_run, open_stage_run
 from stackllama_cli.data.datasets import load_split
-from stackllama_cli.data.prompts import format_example
+from stackllama_cli.data.prompt_format import RECIPE, write_record
 from stackllama_cli.data.sources import data_source
 from stackllama_cli.dist.ranks import describe_batch
 from stackllama_cli.stages.common import (
@@ -26,6 +26,7 @@ from stackllama_cli.stages.common import (
     last_checkpoint,
     lora_config,
     prepare_resume,
+    stage_prompt_format,
     training_args_kwargs,
     whole_run_loss,
 )
@@ -51,26 +52,27 @@ class SftConfig(TrainCommon):
         require(self.eval_samples >= 0, "--eval-samples must be non-negative")
 
 
-def sft_texts(ds) -> list[str]:
-    """Unique `Question/Answer` texts of the preferred answers (a question appears in up to 10 pairs)."""
+def sft_texts(ds, fmt=RECIPE) -> list[str]:
+    """Unique question + answer texts of the preferred answers in the prompt format `fmt` (a question appears in
+    up to 10 pairs)."""
     seen, texts = set(), []
     for question, answer in zip(ds["question"], ds["response_j"]):
-        text = format_example(question, answer)
+        text = fmt.example(question, answer)
         if text not in seen:
             seen.add(text)
             texts.append(text)
     return texts
 
 
-def load_texts(cfg: SftConfig):
+def load_texts(cfg: SftConfig, fmt=RECIPE):
     import datasets
 
     source = data_source(cfg, "finetune")
-    train = sft_texts(load_split(source, "finetune", columns=("question", "response_j")))
+    train = sft_texts(load_split(source, "finetune", columns=("question", "response_j")), fmt)
     evaluation: list[str] = []
     if cfg.eval_samples and not Path(cfg.data).is_file():
         try:
-            evaluation = sft_texts(load_split(source, "evaluation", columns=("question", "response_j")))
+            evaluation = sft_texts(load_split(source, "evaluation", columns=("question", "response_j")), fmt)
         except Exception:  # no evaluation split: train without eval
             warn(f"no evaluation split in {cfg.data}: training without eval loss")
         evaluation = evaluation[: cfg.eval_samples]
@@ -95,7 +97,8 @@ def build_model(cfg: SftConfig, spec):
 
     quantized = cfg.load_in_8bit or cfg.load_in_4bit
     model = load_causal_lm(spec, precision=cfg.precision, load_in_8bit=cfg.load_in_8bit,
-                           load_in_4bit=cfg.load_in_4bit, trust_remote_code=cfg.trust_remote_code)
+                           load_in_4bit=cfg.load_in_4bit, trust_remote_code=cfg.trust_remote_code,
+                           attn_implementation=cfg.attn_implementation)
     if quantized:
         from peft import prepare_model_for_kbit_training
 
@@ -114,11 +117,14 @@ def run(cfg: SftConfig) -> dict:
     # 1. data and output dir (checked before the model loads: errors come fast)
     run_dir = open_stage_run(cfg, last_checkpoint, inputs=(cfg.model, cfg.base, cfg.data))
     out = run_dir.work
-    train_ds, eval_ds = load_texts(cfg)
     spec = resolve_model(cfg.model, base=cfg.base)
     tokenizer = load_tokenizer(spec, trust_remote_code=cfg.trust_remote_code)
+    fmt = stage_prompt_format(cfg.prompt_format, {spec.name: spec}, tokenizer, spec.name)
+    cfg.prompt_format = fmt.name  # recorded in stackllama_config.json
+    train_ds, eval_ds = load_texts(cfg, fmt)
     info(f"SFT on {len(train_ds)} texts ({len(eval_ds) if eval_ds else 0} held out), model {spec.name}, "
-         f"packing {cfg.packing}, sequence length {cfg.seq_length}, {describe_batch(cfg.batch_size, cfg.grad_accum)}")
+         f"{fmt.name} prompts, packing {cfg.packing}, sequence length {cfg.seq_length}, "
+         f"{describe_batch(cfg.batch_size, cfg.grad_accum)}")
     save_config(cfg, out)
 
     # 2. model
@@ -136,7 +142,7 @@ def run(cfg: SftConfig) -> dict:
         dataset_num_proc=None,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, peft_config=lora_config(cfg, "CAUSAL_LM"))
+                         processing_class=tokenizer, peft_config=lora_config(cfg, "CAUSAL_LM", model))
     install_callbacks(trainer, out, "sft")
     efficiency = non_padding_fraction(trainer.get_train_dataloader())
 
@@ -156,6 +162,7 @@ def run(cfg: SftConfig) -> dict:
     def save(tmp: Path) -> None:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        write_record(tmp, fmt.name)
         make_adapter_portable(tmp, spec)
         write_model_card(tmp, cfg, spec, {"train_loss": result.training_loss, "eval_loss": eval_loss, "steps":
                          result.global_step, "train_texts": len(train_ds), "eval_texts": len(eval_ds or ())})

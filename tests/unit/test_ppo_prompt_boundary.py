@@ -1,5 +1,6 @@
 """The prompt PPO and generate continue is, token for token, the start of the texts SFT and the reward
-model were trained on: a prompt must not end on a token (a lone space) that training never saw there."""
+model were trained on: a prompt must not end on a token (a lone space) that training never saw there. Both
+prompt formats: the recipe's, and each model family's chat template (tests/tiny_models.py, SmolLM2's own)."""
 
 import importlib.util
 from pathlib import Path
@@ -43,6 +44,42 @@ def test_tokenized_prompt_is_a_prefix_of_the_tokenized_example(tokenizer, questi
     example = tokenizer(format_example(question, answer))["input_ids"]
     assert example[: len(prompt)] == prompt, [tokenizer.decode([i]) for i in prompt[-3:]]
     assert len(example) > len(prompt)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "mistral", "gemma2", "phi3", "smollm2"])
+def chat_tokenizer(request, tmp_path_factory):
+    from tests.tiny_models import build_tokenizer
+
+    if request.param == "smollm2":
+        return smollm2_tokenizer()
+    return build_tokenizer(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.mark.parametrize("question,answer", CASES)
+def test_chat_prompt_is_a_prefix_of_the_chat_example(chat_tokenizer, question, answer):
+    from stackllama_cli.data.prompt_format import ChatFormat
+
+    fmt = ChatFormat(chat_tokenizer)
+    prompt = chat_tokenizer(fmt.prompt(question))["input_ids"]
+    example = chat_tokenizer(fmt.example(question, answer))["input_ids"]
+    assert example[: len(prompt)] == prompt, [chat_tokenizer.decode([i]) for i in prompt[-3:]]
+    assert len(example) > len(prompt)
+
+
+def test_chat_text_has_one_bos_and_ends_with_its_turn(chat_tokenizer):
+    """Templates that write the BOS themselves (Llama-3, Gemma-2, Mistral) must not get a second one from the
+    tokenizer; the text ends at the token that closes the assistant's turn (what generation stops at), not on
+    the template's newline after it."""
+    from stackllama_cli.data.prompt_format import ChatFormat, adds_bos
+
+    fmt = ChatFormat(chat_tokenizer)
+    text = fmt.example("Why?", "Because.")
+    ids = chat_tokenizer(text)["input_ids"]
+    if adds_bos(chat_tokenizer):
+        assert ids[0] == chat_tokenizer.bos_token_id and ids.count(chat_tokenizer.bos_token_id) == 1, ids[:3]
+    (closing,) = fmt.end_of_turn_ids
+    after_answer = chat_tokenizer(text[text.rindex("Because.") + len("Because."):], add_special_tokens=False)
+    assert after_answer["input_ids"][0] == closing and not text[-1].isspace(), text[-30:]
 
 
 def test_the_template_reads_as_before():

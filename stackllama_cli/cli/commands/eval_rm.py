@@ -31,12 +31,17 @@ With several GPUs (or --cpu-processes N) the pairs are split across processes; -
 
 def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, data_dir: Optional[str],
               columns: str, score: bool, limit: Optional[int], batch_size: int, max_length: Optional[int],
-              precision: str, load_in_8bit: bool, load_in_4bit: bool, trust_remote_code: bool, json_out: bool,
-              **launch) -> None:
+              prompt_format: Optional[str], precision: str, load_in_8bit: bool, load_in_4bit: bool,
+              attn_implementation: Optional[str], trust_remote_code: bool, json_out: bool, **launch) -> None:
     from stackllama_cli.core.config import load_options
     from stackllama_cli.core.errors import UsageError
+    from stackllama_cli.data.prompt_format import check_format_name
+    from stackllama_cli.models.load import check_attn_implementation
 
-    load = load_options(precision, load_in_8bit, load_in_4bit, trust_remote_code)
+    check_format_name(prompt_format)
+    check_attn_implementation(attn_implementation)
+    load = dict(load_options(precision, load_in_8bit, load_in_4bit, trust_remote_code),
+                attn_implementation=attn_implementation, prompt_format=prompt_format)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if score:
@@ -80,6 +85,7 @@ command = command_from_table(_evaluate, [
     ("max_length", Annotated[Optional[int], typer.Option(
         "--max-length", help="Cut texts to N tokens, EOS kept last (as train-rm --truncate); default: whole texts.")],
      None),
+    ("prompt_format", o.PromptFormat, None),
     *model_rows(), *o.LAUNCH_OPTIONS,
     ("json_out", o.Json, False),
 ])

@@ -50,20 +50,27 @@ def command(
     seed: o.Seed = S.seed,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Questions generated together (batch mode).")
                           ] = 8,
+    prompt_format: o.PromptFormat = None,
     precision: o.Precision = "auto",
     load_in_8bit: o.LoadIn8bit = False,
     load_in_4bit: o.LoadIn4bit = False,
+    attn_implementation: o.AttnImplementation = None,
     trust_remote_code: o.TrustRemoteCode = False,
 ) -> None:
     from stackllama_cli.core.config import config_from_cli
     from stackllama_cli.core.errors import UsageError
+    from stackllama_cli.data.prompt_format import check_format_name
+    from stackllama_cli.models.load import check_attn_implementation
 
     sampling = config_from_cli(S, ctx, dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                             top_k=top_k, repetition_penalty=repetition_penalty, seed=seed),
                                None, "generate")
     from stackllama_cli.core.config import load_options
 
-    load = load_options(precision, load_in_8bit, load_in_4bit, trust_remote_code)
+    check_format_name(prompt_format)
+    check_attn_implementation(attn_implementation)
+    load = dict(load_options(precision, load_in_8bit, load_in_4bit, trust_remote_code),
+                attn_implementation=attn_implementation, prompt_format=prompt_format)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     chat_mode = interactive if interactive is not None else (input is None and sys.stdin.isatty())

@@ -45,6 +45,7 @@ command = stage_command(C, "ppo", "stackllama_cli.stages.ppo.loop", [
                                           rich_help_panel=o.MODEL_PANEL)], C.model),
     ("reward_model", Annotated[str, typer.Option("--reward-model", "-r", help="train-rm output (adapter or merged).",
                                                  rich_help_panel=o.MODEL_PANEL)], C.reward_model),
+    ("prompt_format", o.PromptFormat, C.prompt_format),
     ("data", o.Data, Path(C.data)), *o.DATA_OPTIONS,
     ("output", o.OutputDir, Path(C.output)),
     _row("steps", int, "PPO steps (each: generate, score, optimise)."),

@@ -19,10 +19,14 @@ COMMAND = dict(
 
   [cyan]stackllama sft --data data/ -o runs/sft --resume[/]        continue from the last checkpoint
 
+  [cyan]stackllama sft -m Qwen/Qwen2.5-0.5B-Instruct --prompt-format chat --data data/ -o runs/sft[/]
+  the model's chat template; train-rm, ppo and generate take it from runs/sft
+
 Packing: [bold]bfd[/] (default) fills sequences best-fit and keeps documents from attending to each other;
 [bold]wrapped[/] is the original StackLLaMA chunking (texts joined with EOS); [bold]none[/] pads.
 
-Output: a LoRA adapter + tokenizer, stackllama_config.json, metrics.jsonl, loss.png, sft_summary.json.""",
+Output: a LoRA adapter + tokenizer, prompt_format.json, stackllama_config.json, metrics.jsonl, loss.png,
+sft_summary.json.""",
 )
 
 

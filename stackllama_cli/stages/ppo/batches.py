@@ -10,16 +10,17 @@ import random
 
 from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.data.datasets import load_split
-from stackllama_cli.data.prompts import format_prompt
+from stackllama_cli.data.prompt_format import RECIPE
 from stackllama_cli.data.sources import data_source
 from stackllama_cli.stages.ppo.config import PpoConfig
 
 
-def load_prompts(cfg: PpoConfig, tokenizer) -> tuple[list[str], int]:
-    """Distinct questions of the `rl` split whose prompt fits --max-prompt-length tokens; (questions, dropped)."""
+def load_prompts(cfg: PpoConfig, tokenizer, fmt=RECIPE) -> tuple[list[str], int]:
+    """Distinct questions of the `rl` split whose prompt (in the format `fmt`) fits --max-prompt-length tokens;
+    (questions, dropped)."""
     ds = load_split(data_source(cfg, "rl"), "rl", columns=("question",))
     questions = list(dict.fromkeys(ds["question"]))
-    lengths = [len(ids) for ids in tokenizer([format_prompt(q) for q in questions])["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer([fmt.prompt(q) for q in questions])["input_ids"]]
     kept = [q for q, n in zip(questions, lengths) if n <= cfg.max_prompt_length]
     if not kept:
         raise StackLlamaError(f"all {len(questions)} prompts are longer than --max-prompt-length "

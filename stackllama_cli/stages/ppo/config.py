@@ -6,7 +6,7 @@ import dataclasses
 
 from stackllama_cli.core.config import check_exclusive, check_precision, require
 from stackllama_cli.core.errors import UsageError
-from stackllama_cli.stages.common import check_report_to
+from stackllama_cli.stages.common import check_model_options, check_report_to
 
 
 @dataclasses.dataclass
@@ -70,6 +70,8 @@ class PpoConfig:
     load_in_4bit: bool = False
     precision: str = "auto"
     trust_remote_code: bool = False
+    attn_implementation: str | None = None  # sdpa, eager, flash_attention_2; None: the library's choice
+    prompt_format: str | None = None  # recipe or chat; None: the SFT and reward models' recorded format
     save_every: int = 50
     log_samples: int = 10
     seed: int = 0
@@ -112,6 +114,7 @@ class PpoConfig:
         require(self.max_prompt_length >= 4, "--max-prompt-length must be at least 4")
         require(self.save_every >= 1 and self.log_samples >= 0, "--save-every >= 1 and --log-samples >= 0")
         check_report_to(self.report_to, accelerate=True)
+        check_model_options(self)
         check_exclusive(self.load_in_8bit, self.load_in_4bit, self.resume, self.overwrite)
         check_precision(self.precision)
         require(self.ratio_threshold > 1, "--ratio-threshold must be above 1")

@@ -21,7 +21,7 @@ from stackllama_cli.core.errors import StackLlamaError
 from stackllama_cli.core.files import publish, write_json
 from stackllama_cli.core.metrics import METRICS_FILENAME, MetricsLog, read_jsonl, truncate_jsonl
 from stackllama_cli.core.rundir import finish_run, open_stage_run
-from stackllama_cli.data.prompts import format_prompt
+from stackllama_cli.data.prompt_format import prompt_format, stop_token_ids, write_record
 from stackllama_cli.dist.ranks import is_main_process
 from stackllama_cli.stages.ppo import math as pm
 from stackllama_cli.stages.ppo.batches import load_prompts, prompt_batch, response_length, step_seed
@@ -53,6 +53,7 @@ def run(cfg: PpoConfig) -> dict:
     from stackllama_cli.models.card import write_model_card
     from stackllama_cli.models.load import load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
+    from stackllama_cli.stages.common import stage_prompt_format
 
     run_dir = open_stage_run(cfg, last_checkpoint, inputs=(cfg.model, cfg.reward_model, cfg.data))
     out = run_dir.work
@@ -63,9 +64,15 @@ def run(cfg: PpoConfig) -> dict:
     world, rank = accelerator.num_processes, accelerator.process_index
     spec = resolve_model(cfg.model)
     tokenizer = load_tokenizer(spec, padding_side="left", trust_remote_code=cfg.trust_remote_code)
-    prompts, dropped = load_prompts(cfg, tokenizer)
+    # the policy's prompts and the reward model's inputs in the format both were trained with
+    models = {spec.name: spec, cfg.reward_model: resolve_model(cfg.reward_model)}
+    fmt = stage_prompt_format(cfg.prompt_format, models, tokenizer, spec.name)
+    cfg.prompt_format = fmt.name  # recorded in stackllama_config.json
+    prompts, dropped = load_prompts(cfg, tokenizer, fmt)
     reward_model, rm_tokenizer, file_stats = load_reward(cfg, accelerator.device)
+    rm_fmt = prompt_format(fmt.name, rm_tokenizer, cfg.reward_model)
     module = build_policy(cfg, spec)
+    stop_ids = stop_token_ids(tokenizer, module.causal_lm().generation_config.eos_token_id, fmt)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.learning_rate)
     kl_ctl = pm.AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl \
         else pm.FixedKLController(cfg.init_kl_coef)
@@ -86,7 +93,7 @@ def run(cfg: PpoConfig) -> dict:
         state.reward_stats = resumed_reward_stats(cfg, state, file_stats)
     else:
         state.reward_stats = reward_stats(cfg, accelerator, inner, tokenizer, prompts, reward_model, rm_tokenizer,
-                                          file_stats)
+                                          file_stats, fmt, rm_fmt, stop_ids)
         if cfg.value_init == "reward-model":
             init_value_head(inner.value_head, reward_model, state.reward_stats, cfg.reward_baseline)
     if is_main_process():
@@ -101,11 +108,11 @@ def run(cfg: PpoConfig) -> dict:
         t0 = time.time()
         # 1. generate (adapter on, dropout off)
         inner.eval()
-        rollout = generate(inner.policy, tokenizer, questions, [format_prompt(q) for q in questions],
-                           response_length(cfg, step), cfg.top_k, cfg.top_p, cfg.temperature)
+        rollout = generate(inner.policy, tokenizer, questions, [fmt.prompt(q) for q in questions],
+                           response_length(cfg, step), cfg.top_k, cfg.top_p, cfg.temperature, stop_ids)
         t1 = time.time()
         # 2. score
-        raw = score(reward_model, rm_tokenizer, questions, rollout.texts, cfg.rm_max_length)
+        raw = score(reward_model, rm_tokenizer, questions, rollout.texts, cfg.rm_max_length, rm_fmt)
         lengths = rollout.response_mask.sum(1)
         reasons = [degenerate_reason(t, ids[: int(n)].tolist())
                    for t, ids, n in zip(rollout.texts, rollout.response_ids, lengths)]
@@ -170,6 +177,7 @@ def run(cfg: PpoConfig) -> dict:
         save_file({k: v.detach().cpu().contiguous() for k, v in inner.value_head.state_dict().items()},
                   tmp / VALUE_HEAD)
         tokenizer.save_pretrained(tmp)
+        write_record(tmp, fmt.name)
         make_adapter_portable(tmp, spec)
         write_model_card(tmp, cfg, spec, summarise(read_jsonl(out / METRICS_FILENAME), dropped, len(prompts)))
 

@@ -98,7 +98,8 @@ def build_policy(cfg, spec) -> PolicyWithValueHead:
     inner = spec.merged_adapters + ((spec.adapter,) if spec.adapter else ())
     base_spec = dataclasses.replace(spec, adapter=None, merged_adapters=inner)
     lm = load_causal_lm(base_spec, precision=cfg.precision, load_in_8bit=cfg.load_in_8bit,
-                        load_in_4bit=cfg.load_in_4bit, trust_remote_code=cfg.trust_remote_code)
+                        load_in_4bit=cfg.load_in_4bit, trust_remote_code=cfg.trust_remote_code,
+                        attn_implementation=cfg.attn_implementation)
     if cfg.load_in_8bit or cfg.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
@@ -107,6 +108,6 @@ def build_policy(cfg, spec) -> PolicyWithValueHead:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lm.enable_input_require_grads()
     torch.manual_seed(cfg.seed)
-    policy = get_peft_model(lm, lora_config(cfg, "CAUSAL_LM"))
+    policy = get_peft_model(lm, lora_config(cfg, "CAUSAL_LM", lm))
     disable_dropout(policy)
     return PolicyWithValueHead(policy, lm.config.get_text_config().hidden_size, seed=cfg.seed)

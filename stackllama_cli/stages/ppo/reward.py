@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.data.prompts import format_example, reward_batch
+from stackllama_cli.data.prompt_format import RECIPE
+from stackllama_cli.data.prompts import reward_batch
 from stackllama_cli.stages.ppo import math as pm
 from stackllama_cli.stages.ppo.config import PpoConfig
 
@@ -19,7 +20,7 @@ def load_reward(cfg: PpoConfig, device):
     spec = resolve_model(cfg.reward_model)
     tokenizer = load_tokenizer(spec, trust_remote_code=cfg.trust_remote_code)
     model = load_reward_model(spec, precision=cfg.precision, trust_remote_code=cfg.trust_remote_code,
-                              pad_token_id=tokenizer.pad_token_id)
+                              pad_token_id=tokenizer.pad_token_id, attn_implementation=cfg.attn_implementation)
     stats = load_reward_stats(spec)
     if cfg.reward_norm == "stats" and not (stats and stats.get("std")):
         raise StackLlamaError(f"--reward-norm stats (--normalize-reward) needs reward_stats.json beside "
@@ -30,10 +31,11 @@ def load_reward(cfg: PpoConfig, device):
 
 
 @torch.no_grad()
-def score(reward_model, rm_tokenizer, questions: list[str], responses: list[str], max_length: int | None = None
-          ) -> torch.Tensor:
-    """Raw reward-model scores [B] for `Question/Answer` texts, read as in train-rm (EOS last, kept when cut)."""
-    texts = [format_example(q, r) for q, r in zip(questions, responses)]
+def score(reward_model, rm_tokenizer, questions: list[str], responses: list[str], max_length: int | None = None,
+          fmt=RECIPE) -> torch.Tensor:
+    """Raw reward-model scores [B] for question + response texts in the reward model's prompt format `fmt`, read
+    as in train-rm (EOS last, kept when cut)."""
+    texts = [fmt.example(q, r) for q, r in zip(questions, responses)]
     enc = reward_batch(rm_tokenizer, texts, max_length).to(reward_model.device)
     return reward_model(**enc).logits[:, 0].float()
 

@@ -7,7 +7,7 @@ import torch
 
 from stackllama_cli.core.console import info
 from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.data.prompts import format_prompt
+from stackllama_cli.data.prompt_format import RECIPE
 from stackllama_cli.stages.ppo import math as pm
 from stackllama_cli.stages.ppo.batches import prompt_batch, response_length, step_seed
 from stackllama_cli.stages.ppo.config import PpoConfig
@@ -16,7 +16,8 @@ from stackllama_cli.stages.ppo.rollout import generate
 
 
 def reward_stats(cfg: PpoConfig, accelerator, inner, tokenizer, prompts: list[str], reward_model, rm_tokenizer,
-                 file_stats: dict | None) -> dict | None:
+                 file_stats: dict | None, fmt=RECIPE, rm_fmt=RECIPE, stop_ids: list[int] | None = None
+                 ) -> dict | None:
     """Mean/std the raw scores are standardised with: none; train-rm's reward_stats.json (stats); or the
     reward model's scores of the SFT policy's own responses (policy), measured here."""
     if cfg.reward_norm == "none":
@@ -31,9 +32,9 @@ def reward_stats(cfg: PpoConfig, accelerator, inner, tokenizer, prompts: list[st
     for b in range(cfg.reward_norm_batches):
         torch.manual_seed(step_seed(cfg, -1 - b, rank))
         questions = prompt_batch(prompts, b, cfg.batch_size, world, rank, f"{cfg.seed}:reward-norm")
-        rollout = generate(inner.policy, tokenizer, questions, [format_prompt(q) for q in questions],
-                           response_length(cfg, -1 - b), cfg.top_k, cfg.top_p, cfg.temperature)
-        raw.append(score(reward_model, rm_tokenizer, questions, rollout.texts, cfg.rm_max_length))
+        rollout = generate(inner.policy, tokenizer, questions, [fmt.prompt(q) for q in questions],
+                           response_length(cfg, -1 - b), cfg.top_k, cfg.top_p, cfg.temperature, stop_ids)
+        raw.append(score(reward_model, rm_tokenizer, questions, rollout.texts, cfg.rm_max_length, rm_fmt))
     stats = pm.score_stats(accelerator.gather_for_metrics(torch.cat(raw)))
     if stats["std"] < 1e-6:
         raise StackLlamaError(f"the reward model gave all {stats['samples']} SFT responses the same score "
