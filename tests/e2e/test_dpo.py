@@ -42,13 +42,14 @@ def test_token_ids_as_generation_sees_them(tiny_model_dir):
                                      "response_k": ["No idea", "Bad"]})
     ids, counts = tokenize_preferences(ds, tok, max_length=96, max_prompt_length=32)
     assert ids["prompt_ids"][0] == tok(format_prompt("What is a stout?"))["input_ids"]
-    assert ids["chosen_ids"][0] == tok("Stouts are dark.", add_special_tokens=False)["input_ids"] + [eos]
+    # the answer brings its leading space (data/prompts.py): prompt + answer tokenise as the training text
+    assert ids["chosen_ids"][0] == tok(" Stouts are dark.", add_special_tokens=False)["input_ids"] + [eos]
     assert ids["rejected_ids"][0][-1] == eos
     full_prompt = tok(format_prompt(long_q))["input_ids"]
     assert ids["prompt_ids"][1] == full_prompt[-32:]  # the end, with "Answer:", is kept
     assert tok.decode(ids["prompt_ids"][1]).endswith("\n\nAnswer:")
     assert len(ids["prompt_ids"][1]) + len(ids["chosen_ids"][1]) == 96 and ids["chosen_ids"][1][-1] != eos
-    assert ids["rejected_ids"][1] == tok("Bad", add_special_tokens=False)["input_ids"] + [eos]
+    assert ids["rejected_ids"][1] == tok(" Bad", add_special_tokens=False)["input_ids"] + [eos]
     assert counts == {"prompts": 2, "prompts_cut": 1, "answers": 4, "answers_cut": 1}
 
 
