@@ -71,7 +71,7 @@ def test_managed_settings_cover_what_stackllama_sets(tmp_path):
 
 
 def test_other_keys_are_refused_with_the_valid_ones():
-    with pytest.raises(StackLlamaError, match=r"unknown config file key\(s\): max_stepz \(valid: base, batch_size, "
+    with pytest.raises(StackLlamaError, match=r"unknown config file key\(s\): max_stepz \(valid: attn_implementation, base, batch_size, "
                                               r".*; or any field of trl\.SFTConfig\)"):
         build_config(SftConfig, {}, {"max_stepz": 3})
     with pytest.raises(StackLlamaError, match=r"unknown config file key\(s\): lr \(valid: .*adaptive_kl"):
