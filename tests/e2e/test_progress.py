@@ -60,10 +60,18 @@ def test_log_format_json_lines_all_parse(tiny_model_dir, sample_data_dir, tmp_pa
 def root_env(monkeypatch):
     """The root options export STACKLLAMA_LOG_FORMAT / STACKLLAMA_QUIET: start without them, and after the test
     put both the environment and the console's mode back."""
+    import os
+
+    before = {name: os.environ.get(name) for name in ROOT_ENV}
     for name in ROOT_ENV:
         monkeypatch.delenv(name, raising=False)
     yield
     monkeypatch.undo()
+    for name, value in before.items():  # monkeypatch records no variable that was absent: --quiet's would stay
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     from stackllama_cli.core.console import configure
 
     configure()

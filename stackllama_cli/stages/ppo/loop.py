@@ -182,14 +182,14 @@ def run(cfg: PpoConfig) -> dict:
         write_model_card(tmp, cfg, spec, summarise(read_jsonl(out / METRICS_FILENAME), dropped, len(prompts)))
 
     publish(save, out)
-    accelerator.end_training()
     records = read_jsonl(out / METRICS_FILENAME) if (out / METRICS_FILENAME).is_file() else []
     summary = summarise(records, dropped, len(prompts))
     if is_main_process():
         write_json(out / "ppo_summary.json", summary)
         plot(out)
         summary_table(f"ppo -> {run_dir.final}", {k: v for k, v in summary.items() if not isinstance(v, list)})
-    finish_run(run_dir)
+    finish_run(run_dir)  # its barrier needs the process group, which end_training tears down
+    accelerator.end_training()
     return summary
 
 
