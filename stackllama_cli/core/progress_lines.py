@@ -52,6 +52,7 @@ class LineProgress:
         self.now = now
         self.tasks: dict[int, _Task] = {}
         self.disable = False  # as Rich's: a caller may silence this one (e.g. prepare-data --quiet)
+        self._next_id = 0  # ids stay unique when tasks are removed (Rich's remove_task)
 
     def __enter__(self) -> LineProgress:
         self.start()
@@ -73,7 +74,7 @@ class LineProgress:
             if self._done(task) and (task.description, task.completed) != task.reported:
                 self._report(task)
         t = self.now()
-        task_id = len(self.tasks)
+        task_id, self._next_id = self._next_id, self._next_id + 1
         self.tasks[task_id] = _Task(description, total, completed, fields, t, t, (description, completed))
         return task_id
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import time
 
-from stackllama_cli.core.console import progress
+from stackllama_cli.core.console import console, progress
 
 MIB = 2**20
 
 
 class Board:
-    """Bars on a terminal, lines elsewhere (core/console.py:progress decides); off with `quiet`."""
+    """Bars on a terminal; off with `quiet` or when stderr is no terminal (one line per site then would only
+    repeat the summary table that follows)."""
 
     def __init__(self, inputs: int, quiet: bool = False):
         self.bar = progress(transient=True)
-        self.bar.disable = self.bar.disable or quiet
+        self.bar.disable = self.bar.disable or quiet or not console.is_terminal
         self.tasks: dict[tuple[str, str], int] = {}
         self.sites = self.bar.add_task("sites done", total=inputs, extra="") if inputs > 1 else None
 

@@ -216,7 +216,9 @@ def test_a_closed_stdout_pipe_ends_the_run_quietly(beer_posts):
     proc.stdout.close()  # what head does after its line; the rest of the output (MBs) no longer fits the pipe
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=300) in (0, 141)
-    assert stderr == "" and first["site"] == "beer.stackexchange.com"
+    # no error and no traceback; progress lines may be there (stderr is a pipe: plain lines, see core/console.py)
+    assert "error" not in stderr.lower() and "Traceback" not in stderr, stderr
+    assert first["site"] == "beer.stackexchange.com"
 
 
 @pytest.mark.parametrize("splits", ["finetune=nan,reward=1", "finetune=0.5,reward=0.5,finetune=0.5"])
