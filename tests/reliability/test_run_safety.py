@@ -131,7 +131,7 @@ def test_killed_run_before_its_first_checkpoint_can_be_rerun(tiny_model_dir, sam
 def test_second_writer_is_refused_while_the_first_runs(tiny_model_dir, sample_data_dir, tmp_path):
     out = tmp_path / "sft"
     first = subprocess.Popen([sys.executable, "-m", "stackllama_cli", "sft", "--model", str(tiny_model_dir), "--data",
-                              str(sample_data_dir), "-o", str(out), "--max-steps", "400", *SFT_ARGS], cwd=REPO,
+                              str(sample_data_dir), "-o", str(out), "--max-steps", "1000000", *SFT_ARGS], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -141,6 +141,7 @@ def test_second_writer_is_refused_while_the_first_runs(tiny_model_dir, sample_da
         for extra in ([], ["--overwrite"], ["--resume"]):
             result = run_cli_subprocess("sft", "--model", tiny_model_dir, "--data", sample_data_dir, "-o", out,
                                         "--max-steps", "1", *SFT_ARGS, *extra)
+            assert first.poll() is None, "the first run ended before the check: it must outlive every attempt"
             assert result.returncode == 1, (extra, result.stderr)
             assert f"pid {first.pid}" in one_error_line(result.stderr)
         result = run_cli_subprocess("prepare-data", "-o", out, "--overwrite")
