@@ -92,7 +92,7 @@ def test_lora_and_value_head_trained_reference_untouched(ppo_run, models, tiny_m
     assert not torch.allclose(logprobs_from_logits(trained, ids), logprobs_from_logits(ref, ids), atol=1e-4)
 
 
-TIMINGS = ("time", "time_generate", "time_score", "time_optimise")
+TIMINGS = ("time", "time_generate", "time_score", "time_experience", "time_optimise")
 
 
 def without_timings(rows):

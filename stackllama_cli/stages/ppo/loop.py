@@ -122,9 +122,10 @@ def run(cfg: PpoConfig) -> dict:
         # 3-5. log-probs, rewards, advantages
         beta = kl_ctl.value
         exp = experience(module, inner, rollout, scores, beta, cfg)
+        t3 = time.time()
         # 6. optimise
         opt = optimise(accelerator, module, optimizer, rollout, exp, cfg, step)
-        t3 = time.time()
+        t4 = time.time()
         # 7. KL control on the true mean KL (k1 summed over real tokens), over all processes' samples
         mask = rollout.response_mask
         seq_k1 = pm.masked_sum(exp["logp"] - exp["ref_logp"], mask, dim=1)
@@ -144,7 +145,7 @@ def run(cfg: PpoConfig) -> dict:
                   "eos_rate": float(eos_all.mean()),
                   "degenerate_rate": float(deg_all.mean()), **opt, "samples": int(g.shape[0]),
                   "time_generate": round(t1 - t0, 3), "time_score": round(t2 - t1, 3),
-                  "time_optimise": round(t3 - t2, 3)}
+                  "time_experience": round(t3 - t2, 3), "time_optimise": round(t4 - t3, 3)}
         record["reward_spike"] = reward_spike(state.reward_history, record["reward_mean"],
                                               state.last_kl is not None and record["kl"] > state.last_kl)
         state.reward_history.append(record["reward_mean"])

@@ -8,6 +8,9 @@ from stackllama_cli.core.console import console, info
 from stackllama_cli.core.metrics import METRICS_FILENAME, MetricsLog, plot_curves, read_jsonl
 from stackllama_cli.dist.ranks import is_main_process
 
+# the phases of a step, timed by loop.py (time_experience: step 3-5's forwards, time_optimise: the PPO epochs)
+PHASE_TIMES = ("time_generate", "time_score", "time_experience", "time_optimise")
+
 
 def summarise(records: list[dict], dropped: int, prompts: int) -> dict:
     def mean(key, part):
@@ -22,7 +25,7 @@ def summarise(records: list[dict], dropped: int, prompts: int) -> dict:
             else None, "degenerate_rate_mean": mean("degenerate_rate", records),
             "negative_kl_share_mean": mean("negative_kl_share", records),
             "seconds_per_step": mean("time_generate", records) and sum(
-                mean(t, records) for t in ("time_generate", "time_score", "time_optimise")),
+                mean(t, records) for t in PHASE_TIMES if mean(t, records) is not None),
             "skipped_minibatches": sum(r.get("skipped_minibatches", 0) for r in records)}
 
 
@@ -31,7 +34,8 @@ def print_step(r: dict, total: int) -> None:
          f"(k3 {r['kl_k3']:.3f})  beta {r['beta']:.3f}  len {r['response_length']:.0f}  "
          f"deg {r['degenerate_rate']:.0%}  clip {r['clipfrac']:.2f}" + ("  [critic warm-up]" if r["critic_warmup"]
                                                                          else "") +
-         f"  [dim]gen {r['time_generate']:.1f}s score {r['time_score']:.1f}s opt {r['time_optimise']:.1f}s[/]")
+         f"  [dim]gen {r['time_generate']:.1f}s score {r['time_score']:.1f}s exp {r['time_experience']:.1f}s "
+         f"opt {r['time_optimise']:.1f}s[/]")
 
 
 def log_samples(log: MetricsLog, step: int, questions, responses, rewards, reasons, n: int = 3) -> None:
