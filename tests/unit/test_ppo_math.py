@@ -13,6 +13,7 @@ from stackllama_cli.stages.ppo.math import (
     kl_estimate,
     kl_loss,
     last_token_index,
+    logprobs_and_entropy,
     logprobs_from_logits,
     masked_mean,
     masked_var,
@@ -115,6 +116,36 @@ def test_logprobs_and_entropy():
         -(2 / 3 * math.log(2 / 3) + 2 * (1 / 6) * math.log(1 / 6)))
 
 
+def full_log_softmax_logprobs(logits, tokens, temperature=1.0):
+    """The formula logprobs_from_logits replaced: the whole [B, T, V] log-softmax, then a gather."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return torch.gather(logp, 2, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_selective_logprobs_equal_the_full_log_softmax(temperature, dtype):
+    """Values and gradients as the full log-softmax gives them, across block boundaries (3 x 50 rows in blocks of
+    64) and on a non-contiguous slice (the response positions of a longer sequence), in float32 and bf16."""
+    torch.manual_seed(0)
+    full = (torch.randn(3, 51, 1000) * 4).to(dtype).requires_grad_()
+    logits = full[:, :-1]  # [3, 50, 1000], not contiguous
+    tokens = torch.randint(0, 1000, (3, 50))
+    new = logprobs_from_logits(logits, tokens, temperature)
+    (grad_new,) = torch.autograd.grad((new * torch.arange(50.0)).sum(), full)
+    old = full_log_softmax_logprobs(logits, tokens, temperature)
+    (grad_old,) = torch.autograd.grad((old * torch.arange(50.0)).sum(), full)
+    assert new.dtype == torch.float32 and new.shape == (3, 50)
+    assert torch.allclose(new, old, atol=1e-5)
+    assert torch.allclose(grad_new.float(), grad_old.float(), atol=1e-5)
+    with torch.no_grad():
+        logp, entropy = logprobs_and_entropy(logits, tokens, temperature)
+        z = logits.float() / temperature
+        old_entropy = torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1)
+    assert torch.allclose(logp, old, atol=1e-5)
+    assert torch.allclose(entropy, old_entropy, atol=1e-5)
+
+
 def test_reward_scale_and_value_head_from_score_head():
     stats = score_stats(T([1.0, 2.0, 3.0, 6.0]))  # mean 3, population variance (4 + 1 + 0 + 9) / 4
     assert stats == {"mean": 3.0, "std": pytest.approx(math.sqrt(3.5)), "samples": 4}
@@ -155,3 +186,4 @@ def test_kl_controllers():
     restored = AdaptiveKLController(1.0, 1.0, 1)
     restored.load_state_dict(ctl.state_dict())
     assert restored.value == ctl.value
+

@@ -54,7 +54,9 @@ def test_logprobs_and_values_are_the_models_own(arch):
     with torch.no_grad():
         logits, values = module(ids, attn, start)
         out = policy(input_ids=ids, attention_mask=attn, position_ids=positions, output_hidden_states=True)
-    expected = logprobs_from_logits(out.logits[:, start - 1 : -1], ids[:, start:])
+    # the log-probs PPO used before the selective log-softmax (math.py): the whole log-softmax of the model's logits
+    full = torch.log_softmax(out.logits[:, start - 1 : -1].float(), dim=-1)
+    expected = torch.gather(full, 2, ids[:, start:].unsqueeze(-1)).squeeze(-1)
     assert logits.shape == (2, 5, 96) and values.shape == (2, 5)
     assert torch.allclose(logprobs_from_logits(logits, ids[:, start:]), expected, atol=1e-5)
     hidden = out.hidden_states[-1][:, start - 1 : -1]
@@ -63,6 +65,24 @@ def test_logprobs_and_values_are_the_models_own(arch):
         ref_logits, none = module(ids, attn, start, with_values=False)
         base = policy(input_ids=ids, attention_mask=attn, position_ids=positions).logits[:, start - 1 : -1]
     assert none is None and torch.allclose(ref_logits, base.float(), atol=1e-5)
+
+
+def test_left_padding_no_row_attends_to_changes_nothing():
+    """Columns of left padding common to the whole batch are dropped before the forward: the same log-probs and
+    values as without them."""
+    torch.manual_seed(0)
+    module = PolicyWithValueHead(with_lora(tiny("llama")), 32).eval()
+    ids = torch.randint(2, 96, (2, 9))
+    attn = torch.ones_like(ids)
+    attn[1, :2] = 0
+    padded_ids = torch.cat([torch.zeros(2, 4, dtype=ids.dtype), ids], 1)
+    padded_attn = torch.cat([torch.zeros(2, 4, dtype=attn.dtype), attn], 1)
+    with torch.no_grad():
+        logits, values = module(ids, attn, 5)
+        padded_logits, padded_values = module(padded_ids, padded_attn, 9)
+    tokens = ids[:, 5:]
+    assert torch.allclose(logprobs_from_logits(logits, tokens), logprobs_from_logits(padded_logits, tokens), atol=1e-5)
+    assert torch.allclose(values, padded_values, atol=1e-5)
 
 
 def test_value_head_lives_where_the_model_does():

@@ -16,8 +16,8 @@ def experience(module, inner, rollout, scores, beta: float, cfg: PpoConfig) -> d
     # the reference is read at the same temperature, so the KL compares like with like
     with torch.no_grad():
         logits, values = module(ids, attn, start)
-        logp = pm.logprobs_from_logits(logits, rollout.response_ids, temperature)
-        entropy = pm.masked_mean(pm.entropy_from_logits(logits, temperature), mask)
+        logp, entropy = pm.logprobs_and_entropy(logits, rollout.response_ids, temperature)
+        entropy = pm.masked_mean(entropy, mask)
         del logits
         with inner.reference():  # `module` may be the DDP wrapper; the adapter switch lives on the inner one
             ref_logits, _ = module(ids, attn, start, with_values=False)

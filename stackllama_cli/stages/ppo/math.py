@@ -9,7 +9,6 @@ policy never chose (the README's PPO table: negative KL in the original).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -42,18 +41,65 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
     return whitened * mask
 
 
+# Rows of the [N, V] logits handled at once: 64 x 49k-vocab fp32 = 12.6 MiB per temporary.
+CHUNK_ROWS = 64
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature in float32 (no copy when already float32 at temperature 1)."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def row_blocks(logits: torch.Tensor, chunk: int = CHUNK_ROWS) -> list[torch.Tensor]:
+    """logits [..., V] as views of at most `chunk` rows [n, V], in row-major order. No copy: a slice such as
+    the response positions of [B, P + T, V] cannot be flattened to [B * T, V] without one."""
+    if logits.dim() <= 2:
+        return list(logits.split(chunk)) if logits.dim() == 2 else [logits.unsqueeze(0)]
+    return [block for sub in logits.unbind(0) for block in row_blocks(sub, chunk)]
+
+
+def logsumexp_rows(logits: torch.Tensor, temperature: float = 1.0, chunk: int = CHUNK_ROWS) -> torch.Tensor:
+    """logsumexp over the vocabulary of logits / temperature: [..., V] -> [...] (float32), computed over
+    blocks of rows so that no float32 copy of the whole tensor exists at once (in a no-grad pass)."""
+    out = [torch.logsumexp(_scaled(rows, temperature), dim=-1) for rows in row_blocks(logits, chunk)]
+    return torch.cat(out).view(logits.shape[:-1]) if out else logits.new_zeros(logits.shape[:-1], dtype=torch.float)
+
+
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log p(token) per position under softmax(logits / temperature), the distribution sampling drew
-    from (rollout.py): logits [B, T, V], tokens [B, T] -> [B, T] (float32)."""
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)
-    return torch.gather(logp, 2, tokens.unsqueeze(-1)).squeeze(-1)
+    from (rollout.py): logits [B, T, V], tokens [B, T] -> [B, T] (float32).
+
+    log_softmax(z)[token] = z[token] - logsumexp(z): the sampled token's logit less a logsumexp taken
+    over chunks of positions, never the [B, T, V] log-softmax (tests/unit/test_ppo_math.py checks it
+    against that formula).
+    """
+    picked = _scaled(torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1), temperature)
+    return picked - logsumexp_rows(logits, temperature)
+
+
+def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0,
+                         chunk: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """logprobs_from_logits and entropy_from_logits in one pass over chunks of rows (for no-grad passes):
+    logits [B, T, V], tokens [B, T] -> (log-probs [B, T], entropy [B, T]), float32."""
+    logp, entropy, done = [], [], 0
+    picked = tokens.reshape(-1)
+    for rows in row_blocks(logits, chunk):
+        ids, done = picked[done : done + rows.shape[0]], done + rows.shape[0]
+        z = _scaled(rows, temperature)
+        lse = torch.logsumexp(z, dim=-1)
+        logp.append(z.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - lse)
+        entropy.append(lse - (torch.softmax(z, dim=-1) * z).sum(-1))
+    if not logp:
+        empty = logits.new_zeros(tokens.shape, dtype=torch.float)
+        return empty, empty.clone()
+    return torch.cat(logp).view(tokens.shape), torch.cat(entropy).view(tokens.shape)
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Entropy of softmax(logits / temperature) at each position: [B, T, V] -> [B, T]."""
-    logits = logits.float() / temperature
-    p = F.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)
+    return logprobs_and_entropy(logits, torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device),
+                                temperature)[1]
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
