@@ -36,8 +36,15 @@ def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, 
 
     load = dict(precision=precision, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
                 trust_remote_code=trust_remote_code)
+    from stackllama_cli.data.prompts import MIN_REWARD_LENGTH
+
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {limit} (leave it out to evaluate every pair)")
+    if max_length is not None and max_length < MIN_REWARD_LENGTH:
+        raise UsageError(f"--max-length must be at least {MIN_REWARD_LENGTH} tokens, not {max_length} (the question's "
+                         "start, the answer header and the answer's start must fit)")
     if score:
         if data is not None:
             raise UsageError("--score reads stdin; drop --data")

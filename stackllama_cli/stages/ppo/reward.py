@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from stackllama_cli.core.errors import StackLlamaError
-from stackllama_cli.data.prompts import format_example, reward_batch
+from stackllama_cli.data.prompts import reward_batch
 from stackllama_cli.stages.ppo.config import PpoConfig
 
 
@@ -30,9 +30,9 @@ def load_reward(cfg: PpoConfig, device):
 @torch.no_grad()
 def score(reward_model, rm_tokenizer, questions: list[str], responses: list[str], max_length: int | None = None
           ) -> torch.Tensor:
-    """Raw reward-model scores [B] for `Question/Answer` texts, read as in train-rm (EOS last, kept when cut)."""
-    texts = [format_example(q, r) for q, r in zip(questions, responses)]
-    enc = reward_batch(rm_tokenizer, texts, max_length).to(reward_model.device)
+    """Raw reward-model scores [B] for `Question/Answer` texts, read as in train-rm (question cut first, then
+    the response's end, EOS last: `prompts.reward_inputs`)."""
+    enc = reward_batch(rm_tokenizer, list(questions), list(responses), max_length).to(reward_model.device)
     return reward_model(**enc).logits[:, 0].float()
 
 
