@@ -22,7 +22,7 @@ import random
 import time
 from typing import Callable, Sequence
 
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+L2_GRID = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 CHUNK_PAIRS = 32  # training pairs whose features are computed between two looks at the clock
 
 
