@@ -7,11 +7,17 @@ import math
 from typing import Sequence
 
 
+def pair_hits(rewards_j: Sequence[float], rewards_k: Sequence[float]) -> list[float]:
+    """1 where the preferred answer gets the higher reward, 0 where the lower, 0.5 for a tie (a coin flip, as in
+    the length rule: a model that scores every text alike is at chance, not below it)."""
+    return [1.0 if rj > rk else 0.5 if rj == rk else 0.0 for rj, rk in zip(rewards_j, rewards_k)]
+
+
 def pair_accuracy(rewards_j: Sequence[float], rewards_k: Sequence[float]) -> float:
-    """Share of pairs where the preferred answer gets the strictly higher reward."""
+    """Share of pairs where the preferred answer gets the higher reward, ties counting half."""
     if not rewards_j:
         return float("nan")
-    return sum(rj > rk for rj, rk in zip(rewards_j, rewards_k)) / len(rewards_j)
+    return sum(pair_hits(rewards_j, rewards_k)) / len(rewards_j)
 
 
 def mean_margin(rewards_j: Sequence[float], rewards_k: Sequence[float]) -> float:
@@ -35,10 +41,10 @@ def gap_bucket(score_j: int, score_k: int) -> str:
 
 def accuracy_by_gap(rewards_j: Sequence[float], rewards_k: Sequence[float], scores_j: Sequence[int],
                     scores_k: Sequence[int]) -> dict[str, dict[str, float]]:
-    """Accuracy and pair count per |score_j - score_k| bucket: '1', '2', '3+'."""
-    buckets: dict[str, list[bool]] = {}
-    for rj, rk, sj, sk in zip(rewards_j, rewards_k, scores_j, scores_k):
-        buckets.setdefault(gap_bucket(sj, sk), []).append(rj > rk)
+    """Accuracy (ties half) and pair count per |score_j - score_k| bucket: '1', '2', '3+'."""
+    buckets: dict[str, list[float]] = {}
+    for hit, sj, sk in zip(pair_hits(rewards_j, rewards_k), scores_j, scores_k):
+        buckets.setdefault(gap_bucket(sj, sk), []).append(hit)
     return {name: {"accuracy": sum(hits) / len(hits), "pairs": len(hits)}
             for name, hits in sorted(buckets.items(), key=lambda kv: kv[0])}
 
@@ -103,7 +109,7 @@ def pair_report(rewards_j: Sequence[float], rewards_k: Sequence[float], lengths_
     """Accuracy, the length rule and accuracy on length-balanced pairs, each with its 95% Wilson interval,
     and the rank correlation of the reward with answer length (`lengths_*`: answer characters)."""
     n = len(rewards_j)
-    hits = [rj > rk for rj, rk in zip(rewards_j, rewards_k)]
+    hits = pair_hits(rewards_j, rewards_k)
     longer = [1.0 if lj > lk else 0.5 if lj == lk else 0.0 for lj, lk in zip(lengths_j, lengths_k)]
     balanced = [i for i, b in enumerate(length_balanced(lengths_j, lengths_k)) if b]
     nb = len(balanced)

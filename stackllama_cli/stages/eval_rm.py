@@ -151,7 +151,7 @@ def print_report(result: dict) -> None:
     table = Table(title=f"eval-rm: {result['model']} on {result['split']} ({result['pairs']} pairs)")
     table.add_column("metric")
     table.add_column("value [95% interval]", justify="right")
-    table.add_row("accuracy (r_j > r_k)", fmt_ci(result["accuracy"], result.get("accuracy_ci95")))
+    table.add_row("accuracy (r_j > r_k, ties half)", fmt_ci(result["accuracy"], result.get("accuracy_ci95")))
     table.add_row("length rule accuracy", fmt_ci(result["length_rule_accuracy"], result.get("length_rule_ci95")))
     table.add_row(f"accuracy, length-balanced pairs ({result['balanced_pairs']}, lengths within 20%)",
                   fmt_ci(result["balanced_accuracy"], result.get("balanced_accuracy_ci95")))
@@ -160,7 +160,7 @@ def print_report(result: dict) -> None:
     table.add_row("mean margin", f"{result['mean_margin']:.3f}")
     table.add_row("reward mean / std", f"{result['reward_mean']:.3f} / {result['reward_std']:.3f}")
     if result.get("ties"):
-        table.add_row("ties (counted as wrong)", str(result["ties"]))
+        table.add_row("ties (counted as half)", str(result["ties"]))
     for gap, bucket in result.get("accuracy_by_score_gap", {}).items():
         table.add_row(f"accuracy, score gap {gap}", f"{bucket['accuracy']:.3f} ({bucket['pairs']} pairs)")
     if result.get("pairs_per_second"):

@@ -18,13 +18,22 @@ from stackllama_cli.data.reward_metrics import (
 
 def test_pair_accuracy_and_margin():
     rj, rk = [2.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, -1.0]
-    assert pair_accuracy(rj, rk) == 0.5  # ties are not correct
+    assert pair_accuracy(rj, rk) == (1 + 0 + 0.5 + 1) / 4  # a tie is a coin flip, as in the length rule
     assert mean_margin(rj, rk) == (1 - 1 + 0 + 2) / 4
     assert math.isnan(pair_accuracy([], []))
 
 
 def test_length_rule_counts_ties_as_half():
     assert length_rule_accuracy([10, 5, 7], [3, 9, 7]) == (1 + 0 + 0.5) / 3
+
+
+def test_a_model_that_scores_every_text_alike_is_at_chance():
+    """A zero-started head before its first update gives every text reward 0: that is chance (0.5), not 0.0 -
+    counting ties as wrong made an untrained model look worse than a coin."""
+    assert pair_accuracy([0.0] * 4, [0.0] * 4) == 0.5
+    report = pair_report([0.0] * 4, [0.0] * 4, [10, 10, 50, 8], [9, 10, 5, 9])
+    assert report["accuracy"] == 0.5 and report["balanced_accuracy"] == 0.5 and report["ties"] == 4
+    assert report["accuracy_ci95"] == list(wilson_interval(2, 4))
 
 
 def test_accuracy_by_gap():
@@ -66,12 +75,12 @@ def test_pair_report_on_hand_made_pairs():
     rj, rk = [1.0, 0.0, 2.0, 3.0], [0.0, 1.0, 2.0, 1.0]
     lj, lk = [100, 200, 60, 10], [90, 50, 60, 100]
     report = pair_report(rj, rk, lj, lk)
-    assert report["pairs"] == 4 and report["accuracy"] == 0.5 and report["ties"] == 1
+    assert report["pairs"] == 4 and report["accuracy"] == (1 + 0 + 0.5 + 1) / 4 and report["ties"] == 1
     assert report["length_rule_accuracy"] == (1 + 1 + 0.5 + 0) / 4
-    assert report["balanced_pairs"] == 2 and report["balanced_accuracy"] == 0.5  # pair 0 right, pair 2 a tie
+    assert report["balanced_pairs"] == 2 and report["balanced_accuracy"] == 0.75  # pair 0 right, pair 2 a tie
     assert report["balanced_length_rule_accuracy"] == (1 + 0.5) / 2
-    assert report["accuracy_ci95"] == list(wilson_interval(2, 4))
-    assert report["balanced_accuracy_ci95"] == list(wilson_interval(1, 2))
+    assert report["accuracy_ci95"] == list(wilson_interval(2.5, 4))
+    assert report["balanced_accuracy_ci95"] == list(wilson_interval(1.5, 2))
     # rewards 1 0 2 3 | 0 1 2 1 vs lengths 100 200 60 10 | 90 50 60 100
     assert math.isclose(report["reward_length_spearman"],
                         spearman([1, 0, 2, 3, 0, 1, 2, 1], [100, 200, 60, 10, 90, 50, 60, 100]))

@@ -22,8 +22,11 @@ COMMAND = dict(
 
   [cyan]stackllama generate runs/ppo < q.txt | stackllama eval-rm runs/reward --score > scored.jsonl[/]
 
-Accuracy is the share of pairs with r_j > r_k; the length rule and accuracy by score gap are always shown
-beside it: a reward model is only useful where it beats the length rule.
+Accuracy is the share of pairs with r_j > r_k (a tie counts half, as in the length rule). Beside it: the
+length rule ("the longer answer wins"), accuracy on length-balanced pairs (answers within 20% of each other
+in length, where the length rule cannot help), each with a 95% Wilson interval, the rank correlation of
+reward with answer length, and accuracy by score gap: a reward model is only useful where it beats the
+length rule, and has learned more than length only where the balanced-pair interval lies above 0.5.
 
 With several GPUs (or --cpu-processes N) the pairs are split across processes; --score runs in one.""",
 )
