@@ -71,8 +71,19 @@ def main() -> None:
                         "budget usually stops it first")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     a = parser.parse_args()
-    rows = []
+    header = ["method", "eval on", "pairs", "accuracy [95%]", "length rule [95%]", "balanced acc [95%] (n)",
+              "rho(r,len)", "pairs seen", "wall s (train + eval)", "peak RSS MiB"]
+    widths = [6, 9, 5, 17, 17, 24, 10, 14, 21, 12]
+
+    def show(row) -> None:  # a row as soon as it is known: a run cut short still shows what it measured
+        print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths)), flush=True)
+
     began = time.time()
+    print(f"bench/reward.py {time.strftime('%Y-%m-%d %H:%M')} on {cpu_model()} ({os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}); SmolLM2-135M, train-rm --max-minutes {a.train_minutes:g} per method on beer's "
+          f"reward split, --max-length {a.max_length}, batch {a.batch_size}", flush=True)
+    show(header)
+    show(["-" * w for w in widths])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run("prepare-data", BEER, "--output", tmp / "beer")
@@ -93,19 +104,12 @@ def main() -> None:
                 out, eval_s, eval_rss = run("eval-rm", tmp / method, "--data", data, "--max-length", a.max_length,
                                             "--batch-size", 8, "--json", *(["--limit", limit] if limit else []))
                 ev = json.loads(out)
-                rows.append([method, split, str(ev["pairs"]), ci(ev["accuracy"], ev["accuracy_ci95"]),
-                             ci(ev["length_rule_accuracy"], ev["length_rule_ci95"]),
-                             f"{ci(ev['balanced_accuracy'], ev['balanced_accuracy_ci95'])} ({ev['balanced_pairs']})",
-                             f"{ev['reward_length_spearman']:+.2f}", seen,
-                             f"{summary['seconds']:.0f} + {eval_s:.0f}", f"{max(train_rss, eval_rss):.0f}"])
-    header = ["method", "eval on", "pairs", "accuracy [95%]", "length rule [95%]", "balanced acc [95%] (n)",
-              "rho(r,len)", "pairs seen", "wall s (train + eval)", "peak RSS MiB"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    print(f"bench/reward.py {time.strftime('%Y-%m-%d %H:%M')} on {cpu_model()} ({os.cpu_count()} CPUs); "
-          f"SmolLM2-135M, train-rm --max-minutes {a.train_minutes:g} per method on beer's reward split, "
-          f"--max-length {a.max_length}, batch {a.batch_size}; total {(time.time() - began) / 60:.1f} min")
-    for r in [header, ["-" * w for w in widths], *rows]:
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+                show([method, split, ev["pairs"], ci(ev["accuracy"], ev["accuracy_ci95"]),
+                      ci(ev["length_rule_accuracy"], ev["length_rule_ci95"]),
+                      f"{ci(ev['balanced_accuracy'], ev['balanced_accuracy_ci95'])} ({ev['balanced_pairs']})",
+                      f"{ev['reward_length_spearman']:+.2f}", seen, f"{summary['seconds']:.0f} + {eval_s:.0f}",
+                      f"{max(train_rss, eval_rss):.0f}"])
+    print(f"total {(time.time() - began) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 from typing import Callable, Sequence
 
 L2_GRID = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
-CHUNK_PAIRS = 32  # training pairs whose features are computed between two looks at the clock
+CHUNK_PAIRS = 16  # training pairs whose features are computed between two looks at the clock
 
 
 def last_token_features(model, tokenizer, rows: Sequence[Sequence[int]], batch_size: int = 8,
