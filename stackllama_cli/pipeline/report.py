@@ -93,6 +93,42 @@ def answers_table(answers: dict[str, list[dict]], limit: int = 6) -> str:
             + grid_table(["question", *models], rows, cls="answers"))
 
 
+def _with_ci(value: Any, ci: Any) -> str:
+    if not isinstance(value, (int, float)) or value != value:
+        return "-"
+    if isinstance(ci, list) and len(ci) == 2 and all(isinstance(c, (int, float)) and c == c for c in ci):
+        return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return f"{value:.3f}"
+
+
+def reward_eval_section(rm_eval: dict) -> list[str]:
+    """eval-rm's verdicts and its accuracies with their 95% intervals: all pairs, the length rule, and pairs whose
+    answers are within 20% of each other in length (where "the longer wins" cannot help)."""
+    out = []
+    acc, length = rm_eval.get("accuracy"), rm_eval.get("length_rule_accuracy")
+    if isinstance(acc, (int, float)) and isinstance(length, (int, float)):
+        cls, word = ("good", "beats") if acc > length else ("bad", "does not beat")
+        out.append(f"<p class={cls}>The reward model {word} the length rule ({acc:.3f} vs {length:.3f}).</p>")
+    low = (rm_eval.get("balanced_accuracy_ci95") or [None])[0]
+    if isinstance(low, (int, float)):
+        cls, word = ("good", "above") if low > 0.5 else ("bad", "not distinguishable from")
+        out.append(f"<p class={cls}>On length-balanced pairs it is {word} chance (95% interval "
+                   f"{_with_ci(rm_eval.get('balanced_accuracy'), rm_eval.get('balanced_accuracy_ci95'))}).</p>")
+    rows = [["accuracy", _with_ci(acc, rm_eval.get("accuracy_ci95")), fmt(rm_eval.get("pairs", "-"))],
+            ["length rule (longer answer wins)", _with_ci(length, rm_eval.get("length_rule_ci95")),
+             fmt(rm_eval.get("pairs", "-"))],
+            ["accuracy, length-balanced pairs (within 20%)",
+             _with_ci(rm_eval.get("balanced_accuracy"), rm_eval.get("balanced_accuracy_ci95")),
+             fmt(rm_eval.get("balanced_pairs", "-"))],
+            ["length rule, length-balanced pairs", _with_ci(rm_eval.get("balanced_length_rule_accuracy"), None),
+             fmt(rm_eval.get("balanced_pairs", "-"))]]
+    out.append(grid_table(["metric", "value [95% interval]", "pairs"], [[esc(c) for c in r] for r in rows]))
+    shown = {"accuracy", "accuracy_ci95", "length_rule_accuracy", "length_rule_ci95", "balanced_accuracy",
+             "balanced_accuracy_ci95", "balanced_length_rule_accuracy", "balanced_pairs"}
+    out.append(kv_table({k: v for k, v in _flatten(rm_eval).items() if k not in shown and not isinstance(v, list)}))
+    return out
+
+
 def build_report(run_dir: Path, stage_times: dict[str, float], answers: dict[str, list[dict]]) -> str:
     """The whole HTML document for a demo/pipeline run directory."""
     data_stats = load_json(run_dir / "data" / "stats.json") or {}
@@ -111,12 +147,7 @@ def build_report(run_dir: Path, stage_times: dict[str, float], answers: dict[str
 
     sections.append("<h2>Reward model</h2>")
     if rm_eval:
-        acc, length = rm_eval.get("accuracy"), rm_eval.get("length_rule_accuracy")
-        verdict = ""
-        if isinstance(acc, (int, float)) and isinstance(length, (int, float)):
-            cls, word = ("good", "beats") if acc > length else ("bad", "does not beat")
-            verdict = f"<p class={cls}>The reward model {word} the length rule ({acc:.3f} vs {length:.3f}).</p>"
-        sections += [verdict, kv_table({k: v for k, v in _flatten(rm_eval).items() if not isinstance(v, list)})]
+        sections += reward_eval_section(rm_eval)
     rm = load_metrics(run_dir / "reward")
     sections.append(img(png_data_uri(rm, [("loss", "train loss"), ("eval_accuracy", "eval accuracy")],
                                      "Reward model training"), "reward model curves"))

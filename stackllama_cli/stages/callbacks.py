@@ -33,22 +33,26 @@ class TimeBudgetCallback(TrainerCallback):
 
     Every process must stop at the same step or DDP hangs in the next all-reduce, so
     the "over budget" flag is max-reduced across processes before anyone acts on it.
+
+    `deadline` (a `time.monotonic()` value) replaces "`minutes` after training begins" when the budget
+    covers more than training (train-rm: stages/budget.py).
     """
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, deadline: float | None = None):
         self.seconds = minutes * 60.0
-        self.start = None
+        self.deadline = deadline
         self.stopped_at: int | None = None
 
     def remaining(self) -> float | None:
         """Seconds left of the budget (None before training starts)."""
-        return None if self.start is None else self.seconds - (time.monotonic() - self.start)
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.monotonic()
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.seconds
 
     def on_step_end(self, args, state, control, **kwargs):
-        over = time.monotonic() - self.start > self.seconds
+        over = time.monotonic() > self.deadline
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():

@@ -228,15 +228,17 @@ def check_lora_targets(model, targets: list[str]) -> None:
                               f"layers are {', '.join(linear_layer_names(model))} (or use all-linear)")
 
 
-def install_callbacks(trainer, output: Path, description: str, max_minutes: float = 0.0):
+def install_callbacks(trainer, output: Path, description: str, max_minutes: float = 0.0,
+                      deadline: float | None = None):
     """Our progress + JSONL metrics instead of tqdm and the PrinterCallback (which prints dicts to stdout), and a
-    time budget when `max_minutes` > 0 (returned: it says where it stopped; the progress ETA counts with it)."""
+    time budget when `max_minutes` > 0 (returned: it says where it stopped; the progress ETA counts with it),
+    ending at `deadline` (time.monotonic()) where the budget covers more than training."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from stackllama_cli.stages.callbacks import JsonlMetricsCallback, TimeBudgetCallback, TrainProgressCallback
     from stackllama_cli.stages.trackers import point_local_trackers
 
-    budget = TimeBudgetCallback(max_minutes) if max_minutes > 0 else None
+    budget = TimeBudgetCallback(max_minutes, deadline) if max_minutes > 0 else None
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(TrainProgressCallback(description, budget))

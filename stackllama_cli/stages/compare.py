@@ -3,7 +3,7 @@
 Steps: 1 questions (the evaluation split's distinct questions, or a file) -> 2 reward model (and judge)
 -> 3 each model in turn: load, answer with the same seeded sampling (stages/generate.py), and, when it
 shares the first model's vocabulary, its KL to the first model along its own answers -> 4 score every
-answer as train-rm reads it (stages/eval_rm.py:score_texts) -> 5 statistics (stages/compare_stats.py)
+answer as train-rm reads it (stages/eval_rm.py:score_answers) -> 5 statistics (stages/compare_stats.py)
 -> 6 table on stderr; answers.jsonl, compare.json and reward_vs_length.png in --output.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stackllama_cli.core.config import require
 from stackllama_cli.core.errors import StackLlamaError, UsageError
-from stackllama_cli.data.prompts import format_example, format_prompt
+from stackllama_cli.data.prompts import format_prompt
 
 LENGTH_CONTROL = ("residual: one least-squares line reward ~ a + b * length over every answer of every model; "
                   "per question, the model's reward residual against the first model's")
@@ -159,21 +159,26 @@ def generate_answers(cfg: CompareConfig, questions: list[str]) -> tuple[dict[str
 
 
 def load_scorers(cfg: CompareConfig) -> dict:
-    """The reward model (and the judge), loaded before any answer is generated: a wrong path fails fast."""
-    from stackllama_cli.stages.eval_rm import load_scorer
+    """The reward model (and the judge), loaded before any answer is generated: a wrong path fails fast. Each as
+    (model, tokenizer, the prompt format it reads)."""
+    from stackllama_cli.stages.eval_rm import load_scorer, scorer_format
 
     load = dict(precision=cfg.precision, trust_remote_code=cfg.trust_remote_code)
-    return {name: load_scorer(path, **load) for name, path in (("reward", cfg.reward_model), ("judge", cfg.judge))
-            if path}
+    scorers = {}
+    for name, path in (("reward", cfg.reward_model), ("judge", cfg.judge)):
+        if path:
+            model, tokenizer = load_scorer(path, **load)
+            scorers[name] = (model, tokenizer, scorer_format(path, None, tokenizer))
+    return scorers
 
 
 def score_answers(scorer, pairs: list[tuple[str, str]], cfg: CompareConfig, what: str) -> list[float]:
-    """Rewards of (question, answer) pairs, read as train-rm reads `Question/Answer` texts (EOS last)."""
-    from stackllama_cli.stages.eval_rm import score_texts
+    """Rewards of (question, answer) pairs, read as train-rm reads them (stages/eval_rm.py:score_answers)."""
+    from stackllama_cli.stages.eval_rm import score_answers as score
 
-    model, tokenizer = scorer
-    return score_texts(model, tokenizer, [format_example(q, a) for q, a in pairs], cfg.batch_size,
-                       cfg.rm_max_length, what)
+    model, tokenizer, fmt = scorer
+    return score(model, tokenizer, [q for q, _ in pairs], [a for _, a in pairs], cfg.batch_size, cfg.rm_max_length,
+                 what, fmt.example)
 
 
 def run(cfg: CompareConfig) -> dict:

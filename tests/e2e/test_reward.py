@@ -217,3 +217,108 @@ def test_eval_rm_split_across_two_processes_matches_one(toy_rm, toy_pairs):
         assert split[key] == single[key], key
     for key in ("mean_margin", "reward_mean", "reward_std"):
         assert split[key] == pytest.approx(single[key], abs=1e-5), key
+
+
+def test_eval_rm_rejects_a_negative_limit_and_a_tiny_max_length(toy_rm, toy_pairs, run_cli):
+    """--limit -3 printed a NaN report with exit 0; --max-length 1 scored every text as a lone EOS."""
+    from stackllama_cli.core.errors import UsageError
+
+    assert UsageError.exit_code == 2
+    result = run_cli("eval-rm", toy_rm, "--data", toy_pairs, "--limit", "-3", "--json")
+    assert result.exit_code == 2 and "--limit" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("eval-rm", toy_rm, "--data", toy_pairs, "--max-length", "1", "--json")
+    assert result.exit_code == 2 and "--max-length" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_rm_reports_balanced_pairs_intervals_and_length_correlation(toy_rm, toy_pairs, run_cli):
+    result = run_cli("eval-rm", toy_rm, "--data", toy_pairs, "--json")
+    assert result.exit_code == 0, result
+    ev = json.loads(result.stdout)
+    # every toy pair is length-balanced: the answers differ only in "good" vs "terrible"
+    assert ev["balanced_pairs"] == 24 and ev["balanced_accuracy"] == 1.0
+    low, high = ev["balanced_accuracy_ci95"]
+    assert 0.5 < low < 1.0 == high
+    assert ev["accuracy_ci95"][0] > 0.5 and ev["length_rule_ci95"][1] < 0.5
+    assert -1.0 <= ev["reward_length_spearman"] < 0  # the longer ("terrible") answer gets the lower reward
+    result = run_cli("eval-rm", toy_rm, "--data", toy_pairs)
+    assert "length-balanced" in result.stderr and "[" in result.stderr
+
+
+def test_time_budget_covers_the_scoring_after_training(toy_pairs, tiny_model_dir, tmp_path, run_cli):
+    """After the budget, evaluation and reward statistics used to run in full (11+ minutes past a 12-minute budget
+    on SmolLM2); now they are sized to what is left."""
+    out = tmp_path / "rm"
+    result = run_cli("train-rm", "--model", tiny_model_dir, "--data", toy_pairs, "--output", out, "--max-steps", "50",
+                     "--max-minutes", "0.0001", "--eval-pairs", "24", "--stats-pairs", "64", "--max-length", "64",
+                     "--json")
+    assert result.exit_code == 0, result
+    assert "to fit the budget" in result.stderr
+    stats = json.loads((out / "reward_stats.json").read_text())
+    assert stats["n"] == 2 * 16  # shrunk to the minimum of 16 pairs, not 64
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 1 and "eval_accuracy" not in summary
+
+
+def test_margin_score_gap_trains(toy_pairs, tiny_model_dir, tmp_path, run_cli):
+    out = tmp_path / "rm"
+    result = run_cli("train-rm", "--model", tiny_model_dir, "--data", toy_pairs, "--output", out, "--margin",
+                     "score-gap", "--max-steps", "4", "--save-steps", "2", "--logging-steps", "1", "--batch-size", "8",
+                     "--learning-rate", "3e-3", "--warmup-steps", "0", "--eval-pairs", "0", "--stats-pairs", "8",
+                     "--max-length", "64", "--json")
+    assert result.exit_code == 0, result
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    # score gaps of 1-3 as margins: the loss starts above log 2, the zero-margin value
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses) and losses[0] > 0.8
+    mid = load_safetensors(out / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors")
+    final = load_safetensors(out / "adapter_model.safetensors")
+    assert not [k for k in final if torch.equal(mid[k], final[k])]
+    result = run_cli("train-rm", "--model", tiny_model_dir, "--data", toy_pairs, "--output", tmp_path / "o",
+                     "--margin", "gap")
+    assert result.exit_code == 2 and "--margin" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def toy_probe(tiny_model_dir, toy_pairs, tmp_path_factory):
+    from stackllama_cli.cli import main
+
+    out = tmp_path_factory.mktemp("probe") / "reward"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-rm", "--model", str(tiny_model_dir), "--data", str(toy_pairs), "--output", str(out),
+              "--method", "probe", "--max-length", "64", "--batch-size", "8", "--json"])
+    assert exit_info.value.code in (0, None)
+    return out
+
+
+def test_probe_learns_the_marker(toy_probe):
+    summary = json.loads((toy_probe / "reward_summary.json").read_text())
+    assert summary["method"] == "probe" and summary["pairs_seen"] == 64
+    assert summary["eval_accuracy"] == 1.0 and summary["train_accuracy"] == 1.0
+    assert math.isfinite(summary["train_loss"]) and summary["train_loss"] < 0.5
+    weights = load_safetensors(toy_probe / "adapter_model.safetensors")
+    score = [v for k, v in weights.items() if "score" in k]
+    assert len(score) == 1 and score[0].abs().sum() > 0  # the fitted head
+    assert all(not v.any() for k, v in weights.items() if "lora_B" in k)  # the decoder is left as it was
+
+
+def test_probe_is_a_reward_model_for_eval_rm(toy_probe, toy_pairs, run_cli):
+    """eval-rm loads the probe like any train-rm output and reads the same rewards it was fitted to."""
+    summary = json.loads((toy_probe / "reward_summary.json").read_text())
+    result = run_cli("eval-rm", toy_probe, "--data", toy_pairs, "--max-length", "64", "--json")
+    assert result.exit_code == 0, result
+    ev = json.loads(result.stdout)
+    assert ev["accuracy"] == 1.0
+    assert ev["reward_mean"] == pytest.approx(summary["eval_reward_mean"], abs=1e-3)
+    assert ev["mean_margin"] == pytest.approx(summary["eval_mean_margin"], rel=1e-3)
+
+
+def test_a_new_score_head_starts_at_zero(tiny_model_dir, toy_pairs):
+    """A randomly initialised head (std 0.02 x hidden-state norm ~47 on SmolLM2: reward noise ~0.9) outweighed
+    what 66 steps at 1e-4 could learn, and its random direction decided the held-out accuracy (0.39 on beer).
+    Started at zero, every pair scores 0 and what the head learns is all signal."""
+    from stackllama_cli.models.resolve import resolve_model
+    from stackllama_cli.stages.reward import RewardConfig, build_classifier
+
+    rm = build_classifier(RewardConfig(model=str(tiny_model_dir), data=str(toy_pairs)), resolve_model(tiny_model_dir),
+                          pad_token_id=0)
+    assert rm.score.weight.abs().sum() == 0

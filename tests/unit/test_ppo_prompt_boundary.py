@@ -85,3 +85,27 @@ def test_chat_text_has_one_bos_and_ends_with_its_turn(chat_tokenizer):
 def test_the_template_reads_as_before():
     assert format_prompt(" Is it? ") == "Question: Is it?\n\nAnswer:"
     assert format_example("Is it?", " Yes. ") == "Question: Is it?\n\nAnswer: Yes."
+
+
+@pytest.mark.parametrize("question,answer", CASES)
+def test_reward_model_reads_the_chat_example_part_by_part(chat_tokenizer, question, answer):
+    """The reward model's input is built from (question, header, answer) parts so that a long text loses its
+    question first (data/prompts.py:reward_token_ids); in a chat format the parts are the conversation's, and
+    the ids part by part are the ids of the whole conversation."""
+    from stackllama_cli.data.prompt_format import ChatFormat
+    from stackllama_cli.data.prompts import reward_inputs, reward_text_parts
+
+    fmt = ChatFormat(chat_tokenizer)
+    q, h, a = reward_text_parts(question, answer, fmt.example)
+    assert q + h + a == fmt.example(question, answer)
+    assert q.endswith(question.strip()) and a.strip().startswith(answer.strip())
+    (row,) = reward_inputs(chat_tokenizer, [question], [answer], None, fmt.example)
+    assert row == chat_tokenizer(fmt.example(question, answer))["input_ids"] + [chat_tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize("question,answer", CASES)
+def test_reward_model_reads_the_recipe_example_part_by_part(tokenizer, question, answer):
+    from stackllama_cli.data.prompts import reward_inputs
+
+    (row,) = reward_inputs(tokenizer, [question], [answer])
+    assert row == tokenizer(format_example(question, answer))["input_ids"] + [tokenizer.eos_token_id]

@@ -22,8 +22,11 @@ COMMAND = dict(
 
   [cyan]stackllama generate runs/ppo < q.txt | stackllama eval-rm runs/reward --score > scored.jsonl[/]
 
-Accuracy is the share of pairs with r_j > r_k; the length rule and accuracy by score gap are always shown
-beside it: a reward model is only useful where it beats the length rule.
+Accuracy is the share of pairs with r_j > r_k (a tie counts half, as in the length rule). Beside it: the
+length rule ("the longer answer wins"), accuracy on length-balanced pairs (answers within 20% of each other
+in length, where the length rule cannot help), each with a 95% Wilson interval, the rank correlation of
+reward with answer length, and accuracy by score gap: a reward model is only useful where it beats the
+length rule, and has learned more than length only where the balanced-pair interval lies above 0.5.
 
 With several GPUs (or --cpu-processes N) the pairs are split across processes; --score runs in one.""",
 )
@@ -36,6 +39,7 @@ def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, 
     from stackllama_cli.core.config import load_options
     from stackllama_cli.core.errors import UsageError
     from stackllama_cli.data.prompt_format import check_format_name
+    from stackllama_cli.data.prompts import MIN_REWARD_LENGTH
     from stackllama_cli.models.load import check_attn_implementation
 
     check_format_name(prompt_format)
@@ -44,6 +48,11 @@ def _evaluate(ctx: typer.Context, model: str, data: Optional[Path], split: str, 
                 attn_implementation=attn_implementation, prompt_format=prompt_format)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {limit} (leave it out to evaluate every pair)")
+    if max_length is not None and max_length < MIN_REWARD_LENGTH:
+        raise UsageError(f"--max-length must be at least {MIN_REWARD_LENGTH} tokens, not {max_length} (the question's "
+                         "start, the answer header and the answer's start must fit)")
     if score:
         if data is not None:
             raise UsageError("--score reads stdin; drop --data")

@@ -34,9 +34,8 @@ def load_reward(cfg: PpoConfig, device):
 def score(reward_model, rm_tokenizer, questions: list[str], responses: list[str], max_length: int | None = None,
           fmt=RECIPE) -> torch.Tensor:
     """Raw reward-model scores [B] for question + response texts in the reward model's prompt format `fmt`, read
-    as in train-rm (EOS last, kept when cut)."""
-    texts = [fmt.example(q, r) for q, r in zip(questions, responses)]
-    enc = reward_batch(rm_tokenizer, texts, max_length).to(reward_model.device)
+    as in train-rm (question cut first, then the response's end, EOS last: `prompts.reward_inputs`)."""
+    enc = reward_batch(rm_tokenizer, list(questions), list(responses), max_length, fmt.example).to(reward_model.device)
     return reward_model(**enc).logits[:, 0].float()
 
 
