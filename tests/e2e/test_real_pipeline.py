@@ -16,7 +16,9 @@ def test_reward_and_ppo_on_smollm2(beer_posts, tmp_path, run_cli):
                      "--batch-size", "2", "--max-length", "128", "--eval-pairs", "4", "--stats-pairs", "4", "--json")
     assert result.exit_code == 0, result
     summary = json.loads(result.stdout)
-    assert math.isfinite(summary["train_loss"]) and summary["dropped_over_max_length"] > 0
+    # long pairs are cut (question first), not dropped
+    assert math.isfinite(summary["train_loss"]) and summary["over_max_length"] > 0
+    assert summary["dropped_over_max_length"] == 0 and summary["train_pairs"] > 0
     result = run_cli("eval-rm", rm, "--data", data, "--limit", "4", "--json")
     assert result.exit_code == 0, result
     assert json.loads(result.stdout)["pairs"] == 4

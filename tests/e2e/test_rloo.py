@@ -69,9 +69,9 @@ def test_rloo_trains_every_lora_tensor(rloo_run):
 
 
 def test_reward_is_our_reward_model_on_the_train_rm_format(tiny_rm, tiny_model_dir):
-    """The callable scores exactly what eval-rm scores (format_example, EOS last) and flags degenerate answers."""
-    from stackllama_cli.data.prompts import format_example, format_prompt
-    from stackllama_cli.stages.eval_rm import load_scorer, score_texts
+    """The callable scores exactly what eval-rm scores (the recipe's example, EOS last) and flags degenerate answers."""
+    from stackllama_cli.data.prompts import format_prompt
+    from stackllama_cli.stages.eval_rm import load_scorer, score_answers
     from stackllama_cli.stages.ppo.reward import load_reward
     from stackllama_cli.stages.rloo import RewardModelScorer, RlooConfig
 
@@ -86,7 +86,7 @@ def test_reward_is_our_reward_model_on_the_train_rm_format(tiny_rm, tiny_model_d
                     completion_ids=[[1, 2, 3], [4] * 16], question=questions,
                     log_metric=lambda name, value: logged.update({name: value}))
     rm, rm_tok = load_scorer(str(tiny_rm))
-    expected = score_texts(rm, rm_tok, [format_example(q, a) for q, a in zip(questions, answers)])
+    expected = score_answers(rm, rm_tok, questions, answers)
     assert shaped[0] == pytest.approx(expected[0], abs=1e-5)
     assert shaped[1] == pytest.approx(expected[1] - 1.0, abs=1e-5)  # fence run: degenerate, penalised
     assert logged["degenerate_rate"] == 0.5 and scorer.streak == 1
