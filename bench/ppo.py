@@ -2,6 +2,7 @@
 
     python bench/ppo.py --anchor-python /path/to/old-venv/bin/python [--steps 4] [--threads 2]
     python bench/ppo.py                       # ours only
+    python bench/ppo.py --rev ba7bb83         # and ours at an earlier commit (before/after a change)
 
 The same work for every row, as the original's script (../shared/anchors/old_trl_ppo.py, run from there
 when --anchor-python is given) does it: SmolLM2-135M as the SFT model; a reward model that is the same
@@ -14,6 +15,8 @@ with the original's LoRA targets; ours with every default (targets, mini-batch, 
 fresh process run one after the other, with the same thread count; seconds per step are averaged over
 steps 2..N (step 1 pays one-off costs), peak RSS is the child's own (os.wait4). Only ratios measured in
 one run of this script mean anything: absolute times move from machine to machine and minute to minute.
+`--rev REV` adds a row for this repository at commit REV (checked out in a temporary git worktree, every
+default): a change measured against the code before it, in the same run.
 """
 
 from __future__ import annotations
@@ -87,11 +90,11 @@ def build_inputs(tmp: Path, max_prompt: int) -> tuple[Path, Path]:
     return prompts, tmp / "reward"
 
 
-def run_child(argv: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float]:
+def run_child(argv: list[str], env: dict, cwd: Path = REPO) -> tuple[subprocess.CompletedProcess, float]:
     """Run argv; (result, the child's own peak RSS in MiB). wait4 reads the rusage of this child alone,
     where RUSAGE_CHILDREN would report the largest child so far (the original's, for the rows after it)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
@@ -113,17 +116,32 @@ def original(python: str, steps: int, threads: int, tmp: Path, env: dict) -> dic
             "phases": {"generate": s["gen_s"], "score": s["score_s"], "experience+optimise": s["ppo_step_s"]}}
 
 
-def ours(name: str, extra: list, steps: int, prompts: Path, reward: Path, tmp: Path, env: dict) -> dict:
+def ours(name: str, extra: list, steps: int, prompts: Path, reward: Path, tmp: Path, env: dict,
+         code: Path = REPO) -> dict:
+    """Our row: `python -m stackllama_cli ppo` from the checkout `code` (this one, or --rev's worktree)."""
     out = tmp / f"ppo-{len(list(tmp.glob('ppo-*')))}"
     argv = [sys.executable, "-m", "stackllama_cli", "ppo", "--model", SMOLLM2, "--reward-model", reward,
             "--data", prompts, "--output", out, "--steps", steps, "--batch-size", 8, "--min-new-tokens", 24,
             "--max-new-tokens", 48, "--ppo-epochs", 4, "--max-prompt-length", 128, "--log-samples", 0,
-            "--save-every", 10_000, "--log-format", "plain", *extra]
-    _, rss = run_child(list(map(str, argv)), env)
+            "--save-every", 10_000, *extra]
+    _, rss = run_child(list(map(str, argv)), {**env, "PYTHONPATH": str(code)}, cwd=code)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     tail = rows[1:] or rows
-    phases = {p: sum(r[f"time_{p}"] for r in tail) / len(tail) for p in PHASES}
+    # an earlier commit (--rev) may time fewer phases (experience inside optimise): those it has
+    phases = {p: sum(r[f"time_{p}"] for r in tail) / len(tail) for p in PHASES if f"time_{p}" in tail[0]}
     return {"name": name, "seconds": sum(phases.values()), "rss": rss, "phases": phases, "rows": rows}
+
+
+def at_commit(rev: str, steps: int, prompts: Path, reward: Path, tmp: Path, env: dict) -> dict:
+    """Our row at git commit `rev` (every default), from a temporary worktree of this repository."""
+    tree = tmp / "rev"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+    try:
+        sha = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        return ours(f"stackllama ppo at {sha}, every default", [], steps, prompts, reward, tmp, env, tree)
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
 
 
 def main() -> None:
@@ -134,6 +152,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=("seed", "default"), help="one of our rows only")
     parser.add_argument("--extra", default="", help="more ppo options for our rows, e.g. '--precision fp32'")
+    parser.add_argument("--rev", help="also run ours at this git commit, every default (before/after a change)")
+    parser.add_argument("--also", action="append", default=[], metavar="OPTIONS",
+                        help="another row of ours: every default plus OPTIONS, e.g. '--precision fp32' (repeatable)")
     a = parser.parse_args()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(a.threads),
            "MKL_NUM_THREADS": str(a.threads), "PYTHONPATH": str(REPO)}
@@ -145,10 +166,15 @@ def main() -> None:
         if a.anchor_python:
             results.append(original(a.anchor_python, a.steps, a.threads, tmp, env))
             print(f"{results[-1]['name']}: {results[-1]['seconds']:.1f} s/step", flush=True)
+        if a.rev:
+            results.append(at_commit(a.rev, a.steps, prompts, reward, tmp, env))
+            print(f"{results[-1]['name']}: {results[-1]['seconds']:.1f} s/step", flush=True)
         for key, name, options in (("seed", f"stackllama ppo, {SEED_TARGETS}, defaults otherwise",
-                                    ["--lora-target-modules", SEED_TARGETS]),
-                                   ("default", "stackllama ppo, every default", [])):
-            if a.only in (None, key):
+                                    ["--lora-target-modules", SEED_TARGETS, "--log-format", "plain"]),
+                                   ("default", "stackllama ppo, every default", ["--log-format", "plain"]),
+                                   *((None, f"stackllama ppo, {also}", ["--log-format", "plain", *also.split()])
+                                     for also in a.also)):
+            if key is None or a.only in (None, key):
                 results.append(ours(name, options + extra, a.steps, prompts, reward, tmp, env))
                 print(f"{results[-1]['name']}: {results[-1]['seconds']:.1f} s/step", flush=True)
     report(results, a)
@@ -171,8 +197,10 @@ def report(results: list[dict], a) -> None:
         print(f"  {r['name']}: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items()))
     for r in results:
         for row in r.get("rows", []):
-            print(f"  {r['name'][:40]} step {row['step']}: reward {row['reward_mean']:+.3f} KL {row['kl']:+.4f} "
-                  f"length {row['response_length']:.0f} prompt {row['prompt_length']:.0f}")
+            nan = float("nan")
+            print(f"  {r['name'][:40]} step {row['step']}: reward {row.get('reward_mean', nan):+.3f} KL "
+                  f"{row.get('kl', nan):+.4f} length {row.get('response_length', nan):.0f} prompt "
+                  f"{row.get('prompt_length', nan):.0f}")
 
 
 if __name__ == "__main__":

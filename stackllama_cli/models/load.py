@@ -44,11 +44,28 @@ def check_device_support(precision: str, attn_implementation: str | None, facts:
                                   "--precision bf16 (or fp16), or use sdpa")
 
 
-def resolve_precision(precision: str = "auto") -> str:
-    """'auto' -> bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU; an explicit choice the
-    device cannot run is an error (check_device_support).
+def cpu_bf16_fast(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU multiplies bf16 in hardware: the `amx_bf16` flag of /proc/cpuinfo (Intel AMX,
+    Sapphire Rapids and later). `cpuinfo` is that file's text; read here when None."""
+    from stackllama_cli.core.environment import cpu_from_cpuinfo
 
-    bf16 matmuls on CPUs without AMX/AVX-512 are ~15-60x slower than fp32 (measured).
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:  # not Linux: no AMX we can see
+            return False
+    return cpu_from_cpuinfo(cpuinfo)["amx_bf16"]
+
+
+def resolve_precision(precision: str = "auto", cpu_bf16: bool = False) -> str:
+    """'auto' -> bf16 on GPUs that support it, fp16 on older GPUs; on a CPU, fp32, or bf16 where the caller's
+    CPU path is measured faster in bf16 (`cpu_bf16`) and the CPU has AMX (`cpu_bf16_fast`). An explicit choice
+    the device cannot run is an error (check_device_support).
+
+    bf16 matmuls on CPUs without AMX are ~15-60x slower than fp32. With AMX, ppo measured bf16 faster with
+    its CPU fixes (stages/ppo/policy.py:cpu_bf16_fixes; bench/ppo.py has the figures) and asks for it;
+    the Trainer stages and generate lack those fixes (sdpa's bf16 backward alone is 2-3x slower than
+    float32's on a CPU) and keep fp32 until measured.
     """
     check_precision(precision)
     precision = precision.lower()
@@ -66,7 +83,7 @@ def resolve_precision(precision: str = "auto") -> str:
     facts = device_facts()
     if facts["cuda"]:
         return "bf16" if facts["bf16"] else "fp16"
-    return "fp32"
+    return "bf16" if cpu_bf16 and cpu_bf16_fast() else "fp32"
 
 
 def check_attn_implementation(attn_implementation: str | None) -> None:
@@ -84,10 +101,11 @@ def attn_kwargs(attn_implementation: str | None, precision: str = "auto") -> dic
     return {"attn_implementation": attn_implementation}
 
 
-def torch_dtype(precision: str):
+def torch_dtype(precision: str, cpu_bf16: bool = False):
     import torch
 
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_precision(precision)]
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+        resolve_precision(precision, cpu_bf16)]
 
 
 def quantization_config(load_in_8bit: bool, load_in_4bit: bool, precision: str = "auto") -> Any | None:
@@ -191,13 +209,15 @@ def check_causal_lm(spec: ModelSpec) -> None:
 
 def load_causal_lm(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool = False,
                    load_in_4bit: bool = False, trust_remote_code: bool = False, merge_adapter: bool = True,
-                   attn_implementation: str | None = None):
-    """A causal LM; an adapter in `spec` is merged (full-precision base) or attached (quantised base)."""
+                   attn_implementation: str | None = None, cpu_bf16: bool = False):
+    """A causal LM; an adapter in `spec` is merged (full-precision base) or attached (quantised base).
+    `cpu_bf16`: see resolve_precision."""
     from transformers import AutoModelForCausalLM
 
     check_causal_lm(spec)
     quant = quantization_config(load_in_8bit, load_in_4bit, precision)
-    model = _from_pretrained(AutoModelForCausalLM, spec, dtype=torch_dtype(precision), quantization_config=quant,
+    model = _from_pretrained(AutoModelForCausalLM, spec, dtype=torch_dtype(precision, cpu_bf16),
+                             quantization_config=quant,
                              device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code,
                              **attn_kwargs(attn_implementation, precision))
     model = merge_inner_adapters(model, spec)
@@ -215,8 +235,10 @@ def load_causal_lm(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool 
 
 def load_reward_model(spec: ModelSpec, precision: str = "auto", load_in_8bit: bool = False,
                       load_in_4bit: bool = False, trust_remote_code: bool = False, pad_token_id: int | None = None,
-                      merge_adapter: bool = True, attn_implementation: str | None = None):
-    """A one-output sequence classifier: a train-rm adapter or a merged reward model."""
+                      merge_adapter: bool = True, attn_implementation: str | None = None,
+                      cpu_bf16: bool = False):
+    """A one-output sequence classifier: a train-rm adapter or a merged reward model. `cpu_bf16`: see
+    resolve_precision."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     if spec.adapter:
@@ -231,7 +253,7 @@ def load_reward_model(spec: ModelSpec, precision: str = "auto", load_in_8bit: bo
                                   "train one with 'stackllama train-rm'")
     quant = quantization_config(load_in_8bit, load_in_4bit, precision)
     model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=1,
-                             dtype=torch_dtype(precision), quantization_config=quant,
+                             dtype=torch_dtype(precision, cpu_bf16), quantization_config=quant,
                              device_map=device_map_for(quant is not None), trust_remote_code=trust_remote_code,
                              **attn_kwargs(attn_implementation, precision))
     if pad_token_id is not None:

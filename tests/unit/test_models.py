@@ -47,11 +47,29 @@ def test_missing_gguf_file(tmp_path):
         resolve_model(str(tmp_path / "x.gguf"))
 
 
-def test_precision_auto_is_fp32_on_cpu():
+def test_precision_auto_on_cpu_is_bf16_only_with_amx_where_asked(monkeypatch):
+    import torch
+
+    import stackllama_cli.models.load as load
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(load, "cpu_bf16_fast", lambda: False)
     assert resolve_precision("auto") == "fp32"
+    assert resolve_precision("auto", cpu_bf16=True) == "fp32"
+    monkeypatch.setattr(load, "cpu_bf16_fast", lambda: True)
+    assert resolve_precision("auto", cpu_bf16=True) == "bf16"  # ppo, measured faster in bf16 with AMX
+    assert resolve_precision("auto") == "fp32"  # a stage that has not measured it
+    assert resolve_precision("FP32", cpu_bf16=True) == "fp32"  # asked for, whatever the CPU
     assert resolve_precision("BF16") == "bf16"
     with pytest.raises(StackLlamaError):
         resolve_precision("fp8")
+
+
+def test_cpu_bf16_fast_reads_the_amx_bf16_flag():
+    from stackllama_cli.models.load import cpu_bf16_fast
+
+    assert cpu_bf16_fast("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert not cpu_bf16_fast("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
 
 
 def test_adapter_chain_resolves_to_merged_inner_adapters(tmp_path, tiny_model_dir):

@@ -85,6 +85,53 @@ def test_left_padding_no_row_attends_to_changes_nothing():
     assert torch.allclose(values, padded_values, atol=1e-5)
 
 
+def test_bf16_base_trains_float32_adapter_and_value_head():
+    """A bf16 base (--precision auto on an AMX CPU): LoRA weights and the value head stay float32 with float32
+    gradients, the values are float32, and the log-probs are those of the float32 model to within bf16's
+    precision. The attention that replaces sdpa on a CPU (policy.py) is sdpa's own result in float32."""
+    import copy
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from stackllama_cli.stages.ppo.policy import CPU_BF16_ATTENTION, _sdpa_float32
+
+    torch.manual_seed(0)
+    lm32 = tiny("llama")
+    lm32.config._attn_implementation = "sdpa"
+    lm16 = copy.deepcopy(lm32).to(torch.bfloat16)
+    policy32 = with_lora(lm32)
+    torch.manual_seed(0)
+    policy16 = with_lora(lm16)
+    policy16.load_state_dict(policy32.state_dict())  # the same adapter; peft keeps it float32 on a bf16 base
+    m32, m16 = PolicyWithValueHead(policy32, 32).eval(), PolicyWithValueHead(policy16, 32).eval()
+    m16.value_head.load_state_dict(m32.value_head.state_dict())
+    assert lm16.config._attn_implementation == CPU_BF16_ATTENTION
+    ids = torch.randint(2, 96, (2, 11))
+    attn = torch.ones_like(ids)
+    attn[1, :3] = 0
+    logits, values = m16(ids, attn, 6)
+    logp = logprobs_from_logits(logits, ids[:, 6:])
+    (logp.sum() + values.sum()).backward()
+    trainable = [(n, p) for n, p in m16.named_parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+                             for _, p in trainable)
+    assert values.dtype == torch.float32 and logits.dtype == torch.bfloat16
+    with torch.no_grad():
+        logits32, values32 = m32(ids, attn, 6)
+    assert torch.allclose(logp, logprobs_from_logits(logits32, ids[:, 6:]), atol=0.05)
+    assert torch.allclose(values, values32, atol=0.05)
+    # the attention itself, on float32 inputs with a padding mask: sdpa's result
+    attention = lm32.model.layers[0].self_attn
+    q, k, v = torch.randn(2, 4, 7, 8), torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)
+    mask = torch.ones(7, 7, dtype=torch.bool).tril().expand(2, 1, 7, 7).clone()
+    mask[1, :, :, :2] = False
+    expected, _ = sdpa_attention_forward(attention, q, k, v, mask, scaling=8**-0.5)
+    got, _ = _sdpa_float32(attention, q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, scaling=8**-0.5)
+    assert got.dtype == torch.bfloat16 and torch.allclose(got.float()[:, 2:], expected[:, 2:], atol=2e-2)
+    got32, _ = _sdpa_float32(attention, q, k, v, mask, scaling=8**-0.5)
+    assert torch.allclose(got32, expected, atol=1e-6)
+
+
 def test_value_head_lives_where_the_model_does():
     """A quantised model is placed at load time (device_map) and accelerate does not move it: the value
     head must follow the model's device itself (here the meta device stands for a GPU)."""

@@ -108,8 +108,9 @@ def run(cfg: PpoConfig) -> dict:
         t0 = time.time()
         # 1. generate (adapter on, dropout off)
         inner.eval()
-        rollout = generate(inner.policy, tokenizer, questions, [fmt.prompt(q) for q in questions],
-                           response_length(cfg, step), cfg.top_k, cfg.top_p, cfg.temperature, stop_ids)
+        with inner.mixed_precision():  # sampled as the update's forward computes (policy.py)
+            rollout = generate(inner.policy, tokenizer, questions, [fmt.prompt(q) for q in questions],
+                               response_length(cfg, step), cfg.top_k, cfg.top_p, cfg.temperature, stop_ids)
         t1 = time.time()
         # 2. score
         raw = score(reward_model, rm_tokenizer, questions, rollout.texts, cfg.rm_max_length, rm_fmt)

@@ -3,6 +3,12 @@
 One forward pass gives both the response logits and the values, and it runs through
 this module's `forward` so DDP (accelerate) sees it. The reference policy is the same
 weights with the adapter disabled: one base in memory, not two.
+
+A bf16 base keeps its frozen weights bf16 and the LoRA weights and the value head float32 (peft
+upcasts adapters). On a CPU (--precision bf16, or auto with AMX: models/load.py:resolve_precision) a
+forward runs under bf16 autocast, so the adapter computes in bf16 from its float32 master weights,
+the values come from a float32 head outside it, and two slow paths of bf16 on a CPU are avoided
+(`cpu_bf16_fixes`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ class PolicyWithValueHead(nn.Module):
         # module) where it is (loop.py): the head goes where the hidden states it reads will be.
         self.value_head.to(lm.get_output_embeddings().weight.device)
         self._keeps_logits = "logits_to_keep" in inspect.signature(lm.forward).parameters
+        weight = lm.get_output_embeddings().weight
+        # a bf16 base on a CPU (not a quantised one: bitsandbytes has its own compute dtype), where bf16 was
+        # measured (models/load.py:resolve_precision); on a GPU a bf16 base runs as before
+        self._autocast = weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and \
+            not getattr(lm, "is_quantized", False)
+        if self._autocast:
+            cpu_bf16_fixes(lm)
 
     def causal_lm(self):
         """The transformers model under the peft wrapper."""
@@ -39,13 +52,21 @@ class PolicyWithValueHead(nn.Module):
         """Logits predicting each response token, and the value at each response position.
 
         input_ids, attention_mask [B, P + T] (left-padded prompts of length P, then T response
-        tokens) -> logits [B, T, V] (fp32), values [B, T] (fp32) or None.
+        tokens) -> logits [B, T, V] (the model's dtype: math.py reads them in float32), values [B, T]
+        (float32) or None.
 
         The logits come from the model's own forward, so whatever it does after lm_head (Gemma's
         soft-capping, Cohere's logit_scale, Granite's logits_scaling) is in them, exactly as in
         generate(). The values read the decoder's last hidden state, caught with a hook rather than
         output_hidden_states, which would keep every layer's states alive in the no-grad passes.
         """
+        # Leading columns that no row attends to (left padding common to the whole batch) change nothing
+        # but the cost: positions come from the attention mask, and the response stays the last T columns.
+        first = int(attention_mask.any(0).int().argmax()) if response_start > 1 else 0
+        first = min(first, response_start - 1)
+        if first:
+            input_ids, attention_mask, response_start = input_ids[:, first:], attention_mask[:, first:], \
+                response_start - first
         T = input_ids.shape[1] - response_start
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         hidden = []
@@ -53,21 +74,85 @@ class PolicyWithValueHead(nn.Module):
         try:
             # the token at position i is predicted from position i - 1: the last T + 1 positions, less the last
             keep = {"logits_to_keep": T + 1} if self._keeps_logits else {}
-            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              use_cache=False, **keep)
+            with self.mixed_precision():
+                out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  use_cache=False, **keep)
         finally:
             hook.remove()
-        logits = out.logits[:, -(T + 1) : -1].float()
+        logits = out.logits[:, -(T + 1) : -1]
         values = None
         if with_values:
             values = self.value_head(hidden[-1][:, response_start - 1 : -1].float()).squeeze(-1)
         return logits, values
 
     @contextlib.contextmanager
+    def mixed_precision(self):
+        """bf16 autocast over a bf16 base, with peft's cast of each adapter's input to its float32 weights
+        turned off: the adapter then computes in bf16 too, its gradients reaching the float32 masters."""
+        if not self._autocast:
+            yield
+            return
+        from peft.helpers import disable_input_dtype_casting
+
+        device = self.value_head.weight.device.type
+        with torch.autocast(device, dtype=torch.bfloat16), disable_input_dtype_casting(self.policy):
+            yield
+
+    @contextlib.contextmanager
     def reference(self):
         """The frozen SFT model: the same weights with the LoRA adapter disabled."""
         with self.policy.disable_adapter():
             yield self
+
+
+CPU_BF16_ATTENTION = "stackllama_sdpa_float32"
+
+
+def _sdpa_float32(module, query, key, value, attention_mask, scaling=None, dropout=0.0, is_causal=None, **kwargs):
+    """sdpa with query, key and value in float32 and the key/value heads shared without copies (GQA), for a bf16
+    model on a CPU. torch 2.13's sdpa backward in bf16 on a CPU is 2-3x slower than in float32 (one layer,
+    batch 4 x 164 tokens: 31 ms in bf16, 12-15 ms in float32; SmolLM2's whole forward + backward of two
+    mini-batches of 4: 2.7 s with transformers' sdpa in bf16, 1.9 s with this). float32 scores also keep
+    log-probs nearer the float32 model's (a heavily padded row: 0.055 nats a token from float32's on
+    average, 0.13 with bf16 score matmuls).
+
+    query [B, H, Lq, D], key and value [B, Hkv, Lk, D], attention_mask boolean (transformers' sdpa mask) or None
+    -> ([B, Lq, H, D] in query's dtype, None).
+    """
+    if any(kwargs.get(k) is not None for k in ("softcap", "s_aux", "position_bias")):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        with torch.autocast(query.device.type, enabled=False):
+            out, _ = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
+                                            dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
+        return out.to(query.dtype), None
+    causal = attention_mask is None and query.shape[2] > 1 and (is_causal if is_causal is not None else
+                                                                getattr(module, "is_causal", True))
+    with torch.autocast(query.device.type, enabled=False):  # autocast would send sdpa back to bf16
+        out = nn.functional.scaled_dot_product_attention(
+            query.float(), key.float(), value.float(), attn_mask=attention_mask, is_causal=causal, scale=scaling,
+            dropout_p=dropout if module.training else 0.0, enable_gqa=query.shape[1] != key.shape[1])
+    return out.transpose(1, 2).contiguous().to(query.dtype), None
+
+
+def cpu_bf16_fixes(lm) -> None:
+    """Two slow paths of bf16 on a CPU, avoided (measured on SmolLM2-135M, torch 2.13):
+
+    - a bf16 linear layer given a non-contiguous 3-D input (the `logits_to_keep` slice of the hidden
+      states that lm_head reads) runs as a batched matmul against a copy of the whole weight per row:
+      2.8 s of a 5.2 s forward. lm_head's input is made contiguous first.
+    - sdpa attention in bf16 (see `_sdpa_float32`): attention runs in float32 instead, registered with
+      transformers under CPU_BF16_ATTENTION with sdpa's mask. Every forward of the policy uses it, sampling
+      included.
+    """
+    lm.get_output_embeddings().register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+    if getattr(lm.config, "_attn_implementation", None) == "sdpa":
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(CPU_BF16_ATTENTION, _sdpa_float32)
+        AttentionMaskInterface.register(CPU_BF16_ATTENTION, sdpa_mask)
+        lm.set_attn_implementation(CPU_BF16_ATTENTION)
 
 
 def save_adapter(policy, directory) -> None:
@@ -99,7 +184,7 @@ def build_policy(cfg, spec) -> PolicyWithValueHead:
     base_spec = dataclasses.replace(spec, adapter=None, merged_adapters=inner)
     lm = load_causal_lm(base_spec, precision=cfg.precision, load_in_8bit=cfg.load_in_8bit,
                         load_in_4bit=cfg.load_in_4bit, trust_remote_code=cfg.trust_remote_code,
-                        attn_implementation=cfg.attn_implementation)
+                        attn_implementation=cfg.attn_implementation, cpu_bf16=True)
     if cfg.load_in_8bit or cfg.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
