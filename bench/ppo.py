@@ -170,10 +170,9 @@ def main() -> None:
             results.append(at_commit(a.rev, a.steps, prompts, reward, tmp, env))
             print(f"{results[-1]['name']}: {results[-1]['seconds']:.1f} s/step", flush=True)
         for key, name, options in (("seed", f"stackllama ppo, {SEED_TARGETS}, defaults otherwise",
-                                    ["--lora-target-modules", SEED_TARGETS, "--log-format", "plain"]),
-                                   ("default", "stackllama ppo, every default", ["--log-format", "plain"]),
-                                   *((None, f"stackllama ppo, {also}", ["--log-format", "plain", *also.split()])
-                                     for also in a.also)):
+                                    ["--lora-target-modules", SEED_TARGETS]),
+                                   ("default", "stackllama ppo, every default", []),
+                                   *((None, f"stackllama ppo, {also}", also.split()) for also in a.also)):
             if key is None or a.only in (None, key):
                 results.append(ours(name, options + extra, a.steps, prompts, reward, tmp, env))
                 print(f"{results[-1]['name']}: {results[-1]['seconds']:.1f} s/step", flush=True)
