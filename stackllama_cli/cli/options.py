@@ -39,7 +39,7 @@ Precision = Annotated[
     str,
     typer.Option(
         "--precision",
-        help="auto (bf16 on GPUs that support it, fp32 on CPU), fp32, bf16 or fp16.",
+        help="auto (bf16 on GPUs that support it, fp32 on CPU; ppo: bf16 on CPUs with AMX), fp32, bf16 or fp16.",
         rich_help_panel=MODEL_PANEL,
     ),
 ]
