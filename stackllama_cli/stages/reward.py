@@ -155,7 +155,7 @@ def load_pairs(cfg: RewardConfig):
     """(training pairs, evaluation pairs or None): the reward split and up to --eval-pairs of the evaluation split."""
     train_pairs = load_split(data_source(cfg, "reward"), "reward")
     eval_pairs = None
-    if cfg.eval_pairs and Path(cfg.data).is_dir():
+    if cfg.eval_pairs and not Path(cfg.data).is_file():  # a folder or a Hub id may hold an evaluation split
         try:
             eval_pairs = load_split(data_source(cfg, "reward"), "evaluation")
             eval_pairs = eval_pairs.select(range(min(cfg.eval_pairs, len(eval_pairs))))
