@@ -197,11 +197,16 @@ def is_reward_model_dir(path: str) -> bool:
 
 
 def check_causal_lm(spec: ModelSpec) -> None:
-    """A reward model where a policy is needed would run with an untrained LM head: refuse it, saying what it is."""
+    """A reward model (or any adapter made for another task) where a policy is needed would run with an untrained
+    LM head: refuse it, saying what it is. Also called before anything loads, to fail fast."""
     for adapter in (*spec.merged_adapters, *((spec.adapter,) if spec.adapter else ())):
-        if adapter_task_type(adapter) == "SEQ_CLS":
-            raise StackLlamaError(f"{spec.name} is a reward model (adapter {adapter} is a sequence classifier), "
-                                  "not a causal LM: give the SFT model here")
+        kind = adapter_task_type(adapter)
+        if kind == "SEQ_CLS":
+            raise StackLlamaError(f"{spec.name} is a reward model (adapter {adapter} is a SEQ_CLS adapter, a sequence "
+                                  "classifier), not a causal LM: give the SFT model here")
+        if kind not in (None, "CAUSAL_LM"):
+            raise StackLlamaError(f"{spec.name} is not a causal LM (adapter {adapter} is a {kind} adapter): give the "
+                                  "SFT model here")
     if not spec.is_hub and is_reward_model_dir(spec.path):
         raise StackLlamaError(f"{spec.name} is a reward model (a sequence classifier), not a causal LM: give the "
                               "SFT model here")

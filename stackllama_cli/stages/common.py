@@ -105,8 +105,9 @@ def stage_prompt_format(explicit: str | None, models: dict, tokenizer, model_nam
     return prompt_format(name, tokenizer, model_name)
 
 
-def checkpoint_step(path: str | Path) -> int:
-    return int(Path(path).name.rsplit("-", 1)[-1])
+def checkpoint_step(path: str | Path | None) -> int:
+    """The global step of a Trainer checkpoint folder (`checkpoint-N`); 0 for none (a run not resumed)."""
+    return int(Path(path).name.rsplit("-", 1)[-1]) if path else 0
 
 
 def _trainer_checkpoints(output: str | Path) -> list[Path]:

@@ -186,13 +186,13 @@ def run(cfg: CompareConfig) -> dict:
     from stackllama_cli.models.resolve import resolve_model
     from stackllama_cli.stages.compare_output import build_result, print_table, write_outputs
     from stackllama_cli.stages.ppo.degenerate import degenerate_reason
-    from stackllama_cli.stages.start_model import check_causal_lm
+    from stackllama_cli.models.load import check_causal_lm
 
     # 1. inputs checked before anything loads
     if cfg.output:
         check_output_dir(cfg.output, cfg.overwrite)
     for model in cfg.models:
-        check_causal_lm(resolve_model(model), "compare")
+        check_causal_lm(resolve_model(model))
     questions = load_questions(cfg)
     if not questions:
         raise StackLlamaError("no questions to answer")

@@ -27,6 +27,7 @@ from stackllama_cli.data.prompts import format_prompt
 from stackllama_cli.dist.ranks import describe_batch, is_main_process
 from stackllama_cli.stages.common import (
     TrainCommon,
+    checkpoint_step,
     install_callbacks,
     last_checkpoint,
     lora_config,
@@ -147,13 +148,14 @@ def run(cfg: DpoConfig) -> dict:
 
     from stackllama_cli.models.load import load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
-    from stackllama_cli.stages.start_model import check_causal_lm, load_start_model, resumed_step
+    from stackllama_cli.models.load import check_causal_lm
+    from stackllama_cli.stages.start_model import load_start_model
 
     # 1. output dir, pairs, token ids (errors come before the model loads)
     run_dir = open_stage_run(cfg, last_checkpoint, inputs=(cfg.model, cfg.base, cfg.data))
     out = run_dir.work
     spec = resolve_model(cfg.model, base=cfg.base)
-    check_causal_lm(spec, "dpo")
+    check_causal_lm(spec)
     tokenizer = load_tokenizer(spec, padding_side="left", trust_remote_code=cfg.trust_remote_code)
     train_ds, eval_ds, counts = load_pairs(cfg, tokenizer)
     info(f"DPO on {len(train_ds)} pairs of the '{cfg.split}' split ({counts['prompts_cut']} of {counts['prompts']} "
@@ -164,7 +166,7 @@ def run(cfg: DpoConfig) -> dict:
         save_config(cfg, out)
 
     # 2. the SFT weights, adapters merged (the reference is these weights: the adapter disabled)
-    model = load_start_model(cfg, spec, "dpo")
+    model = load_start_model(cfg, spec)
 
     # 3. trainer. disable_dropout=False: TRL's default would zero the LoRA dropout asked for.
     args = DPOConfig(**training_args_kwargs(cfg, out, has_eval=eval_ds is not None), beta=cfg.beta,
@@ -176,7 +178,7 @@ def run(cfg: DpoConfig) -> dict:
 
     # 4. train
     resume_from = prepare_resume(out) if cfg.resume else None
-    steps_before = resumed_step(resume_from)
+    steps_before = checkpoint_step(resume_from)
     if resume_from:
         info(f"Resuming from {resume_from}")
     start = time.time()

@@ -37,6 +37,7 @@ from stackllama_cli.dist.ranks import describe_batch
 from stackllama_cli.stages.budget import Clock, size_after_training
 from stackllama_cli.stages.common import (
     TrainCommon,
+    checkpoint_step,
     install_callbacks,
     last_checkpoint,
     lora_config,
@@ -210,7 +211,7 @@ def train_lora(cfg: RewardConfig, clock: Clock, model, tokenizer, train_ids: dic
     if stopped:
         info(f"time budget of {cfg.max_minutes:g} min: training stopped after step {budget.stopped_at}, "
              f"{clock.left() / 60:.1f} min left for evaluation and saving")
-    steps_before = int(Path(resume_from).name.rsplit("-", 1)[-1]) if resume_from else 0
+    steps_before = checkpoint_step(resume_from)
     return trainer.model.eval(), result, time.time() - start, stopped, result.global_step - steps_before
 
 

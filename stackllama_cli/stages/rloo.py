@@ -27,6 +27,7 @@ from stackllama_cli.core.rundir import finish_run, open_stage_run
 from stackllama_cli.dist.ranks import describe_batch, is_main_process
 from stackllama_cli.stages.common import (
     TrainCommon,
+    checkpoint_step,
     install_callbacks,
     last_checkpoint,
     lora_config,
@@ -186,13 +187,14 @@ def run(cfg: RlooConfig) -> dict:
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
     from stackllama_cli.stages.ppo.batches import load_prompts
     from stackllama_cli.stages.ppo.reward import load_reward
-    from stackllama_cli.stages.start_model import check_causal_lm, load_start_model, resumed_step
+    from stackllama_cli.models.load import check_causal_lm
+    from stackllama_cli.stages.start_model import load_start_model
 
     # 1. output dir and prompts (errors come before the models load)
     run_dir = open_stage_run(cfg, last_checkpoint, inputs=(cfg.model, cfg.reward_model, cfg.data))
     out = run_dir.work
     spec = resolve_model(cfg.model, base=cfg.base)
-    check_causal_lm(spec, "rloo")
+    check_causal_lm(spec)
     tokenizer = load_tokenizer(spec, padding_side="left", trust_remote_code=cfg.trust_remote_code)
     questions, dropped = load_prompts(cfg, tokenizer)
     train_ds = datasets.Dataset.from_dict({"prompt": [format_prompt(q) for q in questions], "question": questions})
@@ -204,7 +206,7 @@ def run(cfg: RlooConfig) -> dict:
          f"policy {spec.name}, reward model {cfg.reward_model}, beta {cfg.beta}")
     if is_main_process():
         save_config(cfg, out)
-    model = load_start_model(cfg, spec, "rloo")
+    model = load_start_model(cfg, spec)
 
     # 4. train
     args = RLOOConfig(**training_args_kwargs(cfg, out, has_eval=False), num_generations=cfg.num_generations,
@@ -218,7 +220,7 @@ def run(cfg: RlooConfig) -> dict:
     stop = degenerate_stop_callback(scorer, cfg.degenerate_patience)
     trainer.add_callback(stop)
     resume_from = prepare_resume(out) if cfg.resume else None
-    steps_before = resumed_step(resume_from)
+    steps_before = checkpoint_step(resume_from)
     if resume_from:
         info(f"Resuming from {resume_from}")
         if is_main_process():

@@ -115,3 +115,18 @@ def test_dpo_bad_inputs(tiny_model_dir, sample_data_dir, tmp_path, run_cli):
     assert result.exit_code == 1 and "nothing to resume" in result.stderr
     for r in (result,):
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("stage", ["dpo", "rloo"])
+def test_start_model_is_loaded_with_the_attention_implementation_asked_for(tiny_model_dir, stage):
+    """dpo and rloo take --attn-implementation like every training stage; their start model was loaded without it
+    (the library's sdpa whatever was asked)."""
+    from stackllama_cli.models.resolve import resolve_model
+    from stackllama_cli.stages.dpo import DpoConfig
+    from stackllama_cli.stages.rloo import RlooConfig
+    from stackllama_cli.stages.start_model import load_start_model
+
+    config = DpoConfig if stage == "dpo" else RlooConfig
+    cfg = config(model=str(tiny_model_dir), attn_implementation="eager")
+    model = load_start_model(cfg, resolve_model(cfg.model))
+    assert model.config._attn_implementation == "eager"

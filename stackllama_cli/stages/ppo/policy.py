@@ -14,7 +14,6 @@ the values come from a float32 head outside it, and two slow paths of bf16 on a 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 
 import torch
@@ -177,19 +176,11 @@ def build_policy(cfg, spec) -> PolicyWithValueHead:
     """SFT weights (adapters merged) + a fresh trainable LoRA adapter, wrapped with a value head."""
     from peft import get_peft_model
 
-    from stackllama_cli.models.load import load_causal_lm
     from stackllama_cli.stages.common import lora_config
+    from stackllama_cli.stages.start_model import load_policy_base
 
-    inner = spec.merged_adapters + ((spec.adapter,) if spec.adapter else ())
-    base_spec = dataclasses.replace(spec, adapter=None, merged_adapters=inner)
-    lm = load_causal_lm(base_spec, precision=cfg.precision, load_in_8bit=cfg.load_in_8bit,
-                        load_in_4bit=cfg.load_in_4bit, trust_remote_code=cfg.trust_remote_code,
-                        attn_implementation=cfg.attn_implementation, cpu_bf16=True)
-    if cfg.load_in_8bit or cfg.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
-        lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    elif cfg.gradient_checkpointing:
+    lm = load_policy_base(cfg, spec, cpu_bf16=True)
+    if cfg.gradient_checkpointing and not (cfg.load_in_8bit or cfg.load_in_4bit):  # k-bit preparation did it
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lm.enable_input_require_grads()
     torch.manual_seed(cfg.seed)
