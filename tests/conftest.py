@@ -106,6 +106,15 @@ def run_cli(capfd):
     return run
 
 
+def run_ok(*args) -> None:
+    """Run `stackllama ARGS...` in this process; it must exit with 0 (for module fixtures: run_cli serves one test)."""
+    from stackllama_cli.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    assert done.value.code in (0, None), args
+
+
 def run_cli_subprocess(*args: str, input: str | None = None, env: dict | None = None,
                        timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m stackllama_cli ARGS...` as a real process (exit codes, stdout purity)."""
@@ -122,6 +131,41 @@ def sample_data_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "data"
     run(PrepareConfig(output=str(out)))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_rm(tiny_model_dir, sample_data_dir, tmp_path_factory) -> Path:
+    """A reward model (LoRA adapter) trained 2 steps on the sample's pairs."""
+    from stackllama_cli.stages.reward import RewardConfig, run
+
+    out = tmp_path_factory.mktemp("tiny-rm") / "rm"
+    run(RewardConfig(model=str(tiny_model_dir), data=str(sample_data_dir), output=str(out), max_steps=2,
+                     max_length=256, eval_pairs=0, stats_pairs=8))
+    return out
+
+
+@pytest.fixture(scope="session")
+def random_lora_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    """A causal-LM LoRA adapter with random (non-zero) B matrices: a model that visibly differs from the base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("random-lora") / "adapter"
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM",
+                                      init_lora_weights=False))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+def records(path: Path) -> list[dict]:
+    """Every line of a JSONL file (metrics.jsonl, samples.jsonl) as a dict."""
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def load_safetensors(path: Path) -> dict:

@@ -9,18 +9,10 @@ import math
 import pytest
 import torch
 
-from tests.conftest import load_safetensors
+from tests.conftest import load_safetensors, run_ok
 from tests.tiny_models import ARCHITECTURES, FAMILIES, build_tiny_model
 
 QUESTIONS = ["What is the best temperature to serve a stout?", "How do I descale my espresso machine?"]
-
-
-def cli(*args) -> None:
-    from stackllama_cli.cli import main
-
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    assert done.value.code in (0, None), args
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,18 +39,18 @@ def run(request, sample_data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp(arch)
     base = build_tiny_model(arch, root / "base")
     data = sample_data_dir
-    cli("sft", "--model", base, "--data", data, "--output", root / "sft", "--prompt-format", "chat",
-        "--max-steps", "2", "--batch-size", "2", "--seq-length", "96", "--eval-samples", "2", "--learning-rate",
-        "5e-3", "--warmup-steps", "0", "--logging-steps", "1")
-    cli("train-rm", "--model", root / "sft", "--data", data, "--output", root / "rm", "--max-steps", "2",
-        "--batch-size", "2", "--max-length", "128", "--truncate", "--eval-pairs", "2", "--stats-pairs", "2",
-        "--learning-rate", "5e-3", "--warmup-steps", "0", "--logging-steps", "1", "--attn-implementation", "eager")
+    run_ok("sft", "--model", base, "--data", data, "--output", root / "sft", "--prompt-format", "chat",
+           "--max-steps", "2", "--batch-size", "2", "--seq-length", "96", "--eval-samples", "2", "--learning-rate",
+           "5e-3", "--warmup-steps", "0", "--logging-steps", "1")
+    run_ok("train-rm", "--model", root / "sft", "--data", data, "--output", root / "rm", "--max-steps", "2",
+           "--batch-size", "2", "--max-length", "128", "--truncate", "--eval-pairs", "2", "--stats-pairs", "2",
+           "--learning-rate", "5e-3", "--warmup-steps", "0", "--logging-steps", "1", "--attn-implementation", "eager")
     merged_rm = merge(str(root / "rm"), str(root / "rm-merged"))
     evaluation = evaluate(str(root / "rm-merged"), str(data), limit=3, batch_size=3, max_length=96)
-    cli("ppo", "--model", root / "sft", "--reward-model", root / "rm", "--data", data, "--output", root / "ppo",
-        "--steps", "2", "--batch-size", "2", "--mini-batch-size", "2", "--ppo-epochs", "1", "--min-new-tokens", "3",
-        "--max-new-tokens", "6", "--learning-rate", "1e-2", "--log-samples", "0", "--save-every", "1",
-        "--max-prompt-length", "256")
+    run_ok("ppo", "--model", root / "sft", "--reward-model", root / "rm", "--data", data, "--output", root / "ppo",
+           "--steps", "2", "--batch-size", "2", "--mini-batch-size", "2", "--ppo-epochs", "1", "--min-new-tokens", "3",
+           "--max-new-tokens", "6", "--learning-rate", "1e-2", "--log-samples", "0", "--save-every", "1",
+           "--max-prompt-length", "256")
     merged = merge(str(root / "ppo"), str(root / "merged"))
     out = io.StringIO()
     run_batch(str(root / "merged"), [{"question": q} for q in QUESTIONS], SamplingConfig(max_new_tokens=5, seed=1),

@@ -3,38 +3,11 @@
 import json
 
 import pytest
-import torch
 
 
-@pytest.fixture(scope="module")
-def tiny_rm(tiny_model_dir, sample_data_dir, tmp_path_factory):
-    from stackllama_cli.stages.reward import RewardConfig, run
-
-    out = tmp_path_factory.mktemp("compare-rm") / "rm"
-    run(RewardConfig(model=str(tiny_model_dir), data=str(sample_data_dir), output=str(out), max_steps=2,
-                     max_length=256, eval_pairs=0, stats_pairs=8))
-    return out
-
-
-@pytest.fixture(scope="module")
-def other_model(tiny_model_dir, tmp_path_factory):
-    """A causal-LM adapter with random (non-zero) B matrices: a model that differs from the base."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("compare-lora") / "adapter"
-    torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM",
-                                      init_lora_weights=False))
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
-    return out
-
-
-def test_compare_end_to_end(tiny_model_dir, other_model, tiny_rm, sample_data_dir, tmp_path, run_cli):
+def test_compare_end_to_end(tiny_model_dir, random_lora_adapter, tiny_rm, sample_data_dir, tmp_path, run_cli):
     out = tmp_path / "cmp"
-    result = run_cli("compare", tiny_model_dir, other_model, tiny_model_dir, "--labels", "base,lora,again",
+    result = run_cli("compare", tiny_model_dir, random_lora_adapter, tiny_model_dir, "--labels", "base,lora,again",
                      "--reward-model", tiny_rm, "--judge", tiny_rm, "--data", sample_data_dir, "--limit", "6",
                      "--max-new-tokens", "8", "--resamples", "200", "--output", out, "--json")
     assert result.exit_code == 0, result

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import load_safetensors
+from tests.conftest import load_safetensors, run_ok
 
 TINY_ARGS = ["--max-steps", "4", "--batch-size", "2", "--max-length", "160", "--max-prompt-length", "64",
              "--save-steps", "2", "--logging-steps", "1", "--eval-steps", "2", "--eval-pairs", "4",
@@ -16,13 +16,9 @@ TINY_ARGS = ["--max-steps", "4", "--batch-size", "2", "--max-length", "160", "--
 
 @pytest.fixture(scope="module")
 def dpo_run(tiny_model_dir, sample_data_dir, tmp_path_factory):
-    from stackllama_cli.cli import main
-
     out = tmp_path_factory.mktemp("dpo") / "run"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["dpo", "--model", str(tiny_model_dir), "--data", str(sample_data_dir), "--output", str(out),
-              *TINY_ARGS])
-    assert exit_info.value.code in (0, None)
+    run_ok("dpo", "--model", tiny_model_dir, "--data", sample_data_dir, "--output", out,
+           *TINY_ARGS)
     return out
 
 

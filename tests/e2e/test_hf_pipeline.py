@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import load_safetensors
+from tests.conftest import load_safetensors, run_ok
 
 
 def scalar_tags(folder):
@@ -30,14 +30,6 @@ def card(directory):
 
     loaded = ModelCard.load(directory / "README.md")  # a local path: the Hub's own parser, no download
     return loaded.data, loaded.text
-
-
-def run(*args):
-    from stackllama_cli.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    assert exit_info.value.code in (0, None), args
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +62,15 @@ def trl_jsonl(sample_data_dir, tmp_path_factory):
 def runs(tiny_model_dir, trl_jsonl, hub_copy, tmp_path_factory):
     root = tmp_path_factory.mktemp("hf-runs")
     sft, rm, ppo, merged = root / "sft", root / "rm", root / "ppo", root / "merged"
-    run("sft", "--model", tiny_model_dir, "--data", trl_jsonl, "--output", sft, "--max-steps", "2", "--seq-length",
-        "128", "--batch-size", "2", "--learning-rate", "5e-3", "--warmup-steps", "0", "--logging-steps", "1",
-        "--report-to", "tensorboard", "--run-name", "hf-sft")
-    run("train-rm", "--model", sft, "--data", hub_copy, "--output", rm, "--max-steps", "2", "--max-length", "256",
-        "--truncate", "--batch-size", "2", "--eval-pairs", "6", "--stats-pairs", "4")
-    run("ppo", "--model", sft, "--reward-model", rm, "--data", hub_copy, "--data-dir", "data/rl", "--output", ppo,
-        "--steps", "2", "--batch-size", "2", "--mini-batch-size", "2", "--ppo-epochs", "1", "--min-new-tokens", "4",
-        "--max-new-tokens", "8", "--log-samples", "0", "--report-to", "tensorboard", "--run-name", "hf-ppo")
-    run("merge", ppo, "--output", merged)
+    run_ok("sft", "--model", tiny_model_dir, "--data", trl_jsonl, "--output", sft, "--max-steps", "2", "--seq-length",
+           "128", "--batch-size", "2", "--learning-rate", "5e-3", "--warmup-steps", "0", "--logging-steps", "1",
+           "--report-to", "tensorboard", "--run-name", "hf-sft")
+    run_ok("train-rm", "--model", sft, "--data", hub_copy, "--output", rm, "--max-steps", "2", "--max-length", "256",
+           "--truncate", "--batch-size", "2", "--eval-pairs", "6", "--stats-pairs", "4")
+    run_ok("ppo", "--model", sft, "--reward-model", rm, "--data", hub_copy, "--data-dir", "data/rl", "--output", ppo,
+           "--steps", "2", "--batch-size", "2", "--mini-batch-size", "2", "--ppo-epochs", "1", "--min-new-tokens", "4",
+           "--max-new-tokens", "8", "--log-samples", "0", "--report-to", "tensorboard", "--run-name", "hf-ppo")
+    run_ok("merge", ppo, "--output", merged)
     return {"sft": sft, "rm": rm, "ppo": ppo, "merged": merged}
 
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import load_safetensors
+from tests.conftest import load_safetensors, records, run_ok
 
 PPO_ARGS = ["--steps", "4", "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "2",
             "--min-new-tokens", "6", "--max-new-tokens", "12", "--save-every", "2", "--log-samples", "2",
@@ -32,19 +32,11 @@ def models(tiny_model_dir, sample_data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ppo_run(models, sample_data_dir, tmp_path_factory):
-    from stackllama_cli.cli import main
-
     sft, rm = models
     out = tmp_path_factory.mktemp("ppo") / "run"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["ppo", "--model", str(sft), "--reward-model", str(rm), "--data", str(sample_data_dir),
-              "--output", str(out), *PPO_ARGS])
-    assert exit_info.value.code in (0, None)
+    run_ok("ppo", "--model", sft, "--reward-model", rm, "--data", sample_data_dir,
+           "--output", out, *PPO_ARGS)
     return out
-
-
-def records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_outputs_and_finite_metrics(ppo_run):

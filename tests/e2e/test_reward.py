@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from tests.conftest import load_safetensors, run_cli_subprocess
+from tests.conftest import load_safetensors, run_cli_subprocess, run_ok
 
 WORDS = "coffee beer grind roast hops yeast water brew kettle filter bean malt barley foam glass cup".split()
 
@@ -46,13 +46,9 @@ TRAIN = ["--max-steps", "30", "--batch-size", "8", "--learning-rate", "3e-3", "-
 
 @pytest.fixture(scope="module")
 def toy_rm(tiny_model_dir, toy_pairs, tmp_path_factory):
-    from stackllama_cli.cli import main
-
     out = tmp_path_factory.mktemp("rm") / "reward"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train-rm", "--model", str(tiny_model_dir), "--data", str(toy_pairs), "--output", str(out), *TRAIN,
-              "--json"])
-    assert exit_info.value.code in (0, None)
+    run_ok("train-rm", "--model", tiny_model_dir, "--data", toy_pairs, "--output", out, *TRAIN,
+           "--json")
     return out
 
 
@@ -138,31 +134,15 @@ def test_eval_rm_on_merged_and_8bit_models(toy_rm, toy_pairs, tmp_path, run_cli)
     assert q8["accuracy"] == 1.0 and q8["mean_margin"] == pytest.approx(adapter["mean_margin"], rel=0.2)
 
 
-@pytest.fixture(scope="module")
-def sft_adapter(tiny_model_dir, tmp_path_factory):
-    """A causal-LM LoRA adapter with random (non-zero) B matrices: merging it visibly changes the decoder."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("sft") / "adapter"
-    torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM",
-                                      init_lora_weights=False))
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
-    return out
-
-
-def test_sft_adapter_is_merged_into_the_classifier(sft_adapter, tiny_model_dir, toy_pairs):
+def test_sft_adapter_is_merged_into_the_classifier(random_lora_adapter, tiny_model_dir, toy_pairs):
     from transformers import AutoModelForCausalLM
 
     from stackllama_cli.models.load import load_causal_lm
     from stackllama_cli.models.resolve import resolve_model
     from stackllama_cli.stages.reward import RewardConfig, build_classifier
 
-    spec = resolve_model(sft_adapter)
-    rm = build_classifier(RewardConfig(model=str(sft_adapter), data=str(toy_pairs)), spec, pad_token_id=0)
+    spec = resolve_model(random_lora_adapter)
+    rm = build_classifier(RewardConfig(model=str(random_lora_adapter), data=str(toy_pairs)), spec, pad_token_id=0)
     sft = load_causal_lm(spec)  # base + SFT adapter, merged
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     sft_weights, base_weights = sft.model.state_dict(), base.model.state_dict()
@@ -172,17 +152,17 @@ def test_sft_adapter_is_merged_into_the_classifier(sft_adapter, tiny_model_dir, 
         torch.testing.assert_close(v, sft_weights[k])
 
 
-def test_train_rm_on_an_sft_adapter_with_a_time_budget(sft_adapter, toy_pairs, tmp_path, run_cli):
+def test_train_rm_on_an_sft_adapter_with_a_time_budget(random_lora_adapter, toy_pairs, tmp_path, run_cli):
     out = tmp_path / "rm"
-    result = run_cli("train-rm", "--model", sft_adapter, "--data", toy_pairs, "--output", out, "--max-steps", "50",
-                     "--max-minutes", "0.0001", "--eval-pairs", "0", "--stats-pairs", "16", "--max-length", "64",
-                     "--json")
+    result = run_cli("train-rm", "--model", random_lora_adapter, "--data", toy_pairs, "--output", out,
+                     "--max-steps", "50", "--max-minutes", "0.0001", "--eval-pairs", "0", "--stats-pairs", "16",
+                     "--max-length", "64", "--json")
     assert result.exit_code == 0, result
     summary = json.loads(result.stdout)
     assert summary["stopped_by_time_budget"] and summary["steps"] == 1
     assert (out / "checkpoints" / "checkpoint-1").is_dir()  # saved where it stopped, so --resume can go on
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == str(sft_adapter.resolve()) and config["task_type"] == "SEQ_CLS"
+    assert config["base_model_name_or_path"] == str(random_lora_adapter.resolve()) and config["task_type"] == "SEQ_CLS"
     # eval-rm loads base -> SFT merged -> reward adapter and reproduces the in-training rewards
     result = run_cli("eval-rm", out, "--data", toy_pairs, "--split", "reward", "--limit", "16", "--json")
     assert result.exit_code == 0, result
@@ -280,13 +260,9 @@ def test_margin_score_gap_trains(toy_pairs, tiny_model_dir, tmp_path, run_cli):
 
 @pytest.fixture(scope="module")
 def toy_probe(tiny_model_dir, toy_pairs, tmp_path_factory):
-    from stackllama_cli.cli import main
-
     out = tmp_path_factory.mktemp("probe") / "reward"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train-rm", "--model", str(tiny_model_dir), "--data", str(toy_pairs), "--output", str(out),
-              "--method", "probe", "--max-length", "64", "--batch-size", "8", "--json"])
-    assert exit_info.value.code in (0, None)
+    run_ok("train-rm", "--model", tiny_model_dir, "--data", toy_pairs, "--output", out,
+           "--method", "probe", "--max-length", "64", "--batch-size", "8", "--json")
     return out
 
 

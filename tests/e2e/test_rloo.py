@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import load_safetensors
+from tests.conftest import load_safetensors, records, run_ok
 
 TINY_ARGS = ["--max-steps", "4", "--batch-size", "4", "--num-generations", "2", "--max-new-tokens", "12",
              "--save-steps", "2", "--logging-steps", "1", "--log-samples", "2", "--warmup-steps", "0",
@@ -15,29 +15,11 @@ TINY_ARGS = ["--max-steps", "4", "--batch-size", "4", "--num-generations", "2", 
 
 
 @pytest.fixture(scope="module")
-def tiny_rm(tiny_model_dir, sample_data_dir, tmp_path_factory):
-    from stackllama_cli.stages.reward import RewardConfig, run
-
-    out = tmp_path_factory.mktemp("rloo-rm") / "rm"
-    run(RewardConfig(model=str(tiny_model_dir), data=str(sample_data_dir), output=str(out), max_steps=2,
-                     max_length=256, eval_pairs=0, stats_pairs=8))
-    return out
-
-
-@pytest.fixture(scope="module")
 def rloo_run(tiny_model_dir, tiny_rm, sample_data_dir, tmp_path_factory):
-    from stackllama_cli.cli import main
-
     out = tmp_path_factory.mktemp("rloo") / "run"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["rloo", "--model", str(tiny_model_dir), "--reward-model", str(tiny_rm), "--data", str(sample_data_dir),
-              "--output", str(out), *TINY_ARGS])
-    assert exit_info.value.code in (0, None)
+    run_ok("rloo", "--model", tiny_model_dir, "--reward-model", tiny_rm, "--data", sample_data_dir,
+           "--output", out, *TINY_ARGS)
     return out
-
-
-def records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_rloo_outputs_and_finite_metrics(rloo_run, tiny_model_dir):
