@@ -145,7 +145,6 @@ def test_ppo_samples_the_distribution_it_scores(run, monkeypatch, precision, ato
     from stackllama_cli.stages.ppo.config import PpoConfig
     from stackllama_cli.stages.ppo.experience import experience
     from stackllama_cli.stages.ppo.policy import build_policy
-    from stackllama_cli.stages.ppo.rollout import generate
 
     cfg = PpoConfig(model=str(run["root"] / "sft"), batch_size=2, mini_batch_size=2, temperature=0.8,
                     precision=precision)
@@ -168,9 +167,8 @@ def test_ppo_samples_the_distribution_it_scores(run, monkeypatch, precision, ato
 
     monkeypatch.setattr(module.policy, "generate", spy)
     torch.manual_seed(0)
-    with module.mixed_precision():  # as loop.py samples
-        rollout = generate(module.policy, tokenizer, QUESTIONS, [fmt.prompt(q) for q in QUESTIONS], 8,
-                           temperature=cfg.temperature, eos_token_ids=stop)
+    rollout = module.sample(tokenizer, QUESTIONS, [fmt.prompt(q) for q in QUESTIONS], 8, temperature=cfg.temperature,
+                            eos_token_ids=stop)
     exp = experience(module, module, rollout, torch.zeros(2), beta=0.0, cfg=cfg)
     sampled = torch.log_softmax(captured["scores"].float(), -1).gather(2, rollout.response_ids.unsqueeze(-1))[..., 0]
     mask = rollout.response_mask

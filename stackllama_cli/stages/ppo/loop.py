@@ -39,7 +39,6 @@ from stackllama_cli.stages.ppo.experience import experience
 from stackllama_cli.stages.ppo.policy import build_policy, save_adapter
 from stackllama_cli.stages.ppo.report import log_samples, plot, print_step, summarise
 from stackllama_cli.stages.ppo.reward import load_reward, score, shape_scores
-from stackllama_cli.stages.ppo.rollout import generate
 from stackllama_cli.stages.ppo.update import optimise
 from stackllama_cli.stages.ppo.warmstart import init_value_head, reward_stats
 from stackllama_cli.stages.trackers import accelerate_trackers
@@ -108,9 +107,8 @@ def run(cfg: PpoConfig) -> dict:
         t0 = time.time()
         # 1. generate (adapter on, dropout off)
         inner.eval()
-        with inner.mixed_precision():  # sampled as the update's forward computes (policy.py)
-            rollout = generate(inner.policy, tokenizer, questions, [fmt.prompt(q) for q in questions],
-                               response_length(cfg, step), cfg.top_k, cfg.top_p, cfg.temperature, stop_ids)
+        rollout = inner.sample(tokenizer, questions, [fmt.prompt(q) for q in questions], response_length(cfg, step),
+                               cfg.top_k, cfg.top_p, cfg.temperature, stop_ids)
         t1 = time.time()
         # 2. score
         raw = score(reward_model, rm_tokenizer, questions, rollout.texts, cfg.rm_max_length, rm_fmt)

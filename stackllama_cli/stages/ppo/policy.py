@@ -97,6 +97,14 @@ class PolicyWithValueHead(nn.Module):
         with torch.autocast(device, dtype=torch.bfloat16), disable_input_dtype_casting(self.policy):
             yield
 
+    def sample(self, tokenizer, questions: list[str], prompts: list[str], *args, **kwargs):
+        """rollout.generate with the policy (adapter on), under the autocast `forward` uses: the tokens are drawn
+        from the distribution the update computes (in bf16, up to its rounding)."""
+        from stackllama_cli.stages.ppo.rollout import generate
+
+        with self.mixed_precision():
+            return generate(self.policy, tokenizer, questions, prompts, *args, **kwargs)
+
     @contextlib.contextmanager
     def reference(self):
         """The frozen SFT model: the same weights with the LoRA adapter disabled."""

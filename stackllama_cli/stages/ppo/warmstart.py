@@ -12,7 +12,6 @@ from stackllama_cli.stages.ppo import math as pm
 from stackllama_cli.stages.ppo.batches import prompt_batch, response_length, step_seed
 from stackllama_cli.stages.ppo.config import PpoConfig
 from stackllama_cli.stages.ppo.reward import score
-from stackllama_cli.stages.ppo.rollout import generate
 
 
 def reward_stats(cfg: PpoConfig, accelerator, inner, tokenizer, prompts: list[str], reward_model, rm_tokenizer,
@@ -32,9 +31,8 @@ def reward_stats(cfg: PpoConfig, accelerator, inner, tokenizer, prompts: list[st
     for b in range(cfg.reward_norm_batches):
         torch.manual_seed(step_seed(cfg, -1 - b, rank))
         questions = prompt_batch(prompts, b, cfg.batch_size, world, rank, f"{cfg.seed}:reward-norm")
-        with inner.mixed_precision():
-            rollout = generate(inner.policy, tokenizer, questions, [fmt.prompt(q) for q in questions],
-                               response_length(cfg, -1 - b), cfg.top_k, cfg.top_p, cfg.temperature, stop_ids)
+        rollout = inner.sample(tokenizer, questions, [fmt.prompt(q) for q in questions], response_length(cfg, -1 - b),
+                               cfg.top_k, cfg.top_p, cfg.temperature, stop_ids)
         raw.append(score(reward_model, rm_tokenizer, questions, rollout.texts, cfg.rm_max_length, rm_fmt))
     stats = pm.score_stats(accelerator.gather_for_metrics(torch.cat(raw)))
     if stats["std"] < 1e-6:
