@@ -29,6 +29,7 @@ _HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 _INSIDE = frozenset(("p", "blockquote", "article", "div", "section", "ol", "ul", "li", "dl", "dt", "dd", "table",
                      "thead", "tbody", "tfoot", "tr", "td", "th") + _HEADINGS)
 _OUTSIDE = _INSIDE | {"pre"}
+_PLAIN = (0, False, None)  # a tag without conversion or whitespace rules of its own
 _CHILD_FLAGS = {"pre": PRE | NOFORMAT, "code": NOFORMAT, "kbd": NOFORMAT, "samp": NOFORMAT, "td": INLINE,
                 "th": INLINE, "li": LI, **dict.fromkeys(_HEADINGS, INLINE)}
 # the options the code below assumes (markdown.OPTIONS sets them; a change there must fail loudly)
@@ -46,7 +47,7 @@ class LxmlWalker:
         if wrong:
             raise ValueError(f"the lxml walk assumes other markdownify options: {wrong}")
         c = converter
-        self.convert_fns = {
+        convert_fns = {
             "a": c.convert_a, "b": c.convert_b, "strong": c.convert_strong, "em": c.convert_em, "i": c.convert_i,
             "del": c.convert_del, "s": c.convert_s, "sub": c.convert_sub, "sup": c.convert_sup,
             "code": c.convert_code, "kbd": c.convert_kbd, "p": c.convert_p, "div": c.convert_div, "dl": c.convert_dl,
@@ -56,56 +57,86 @@ class LxmlWalker:
             "th": _convert_cell, "img": _convert_img,
             **{h: (lambda n: lambda el, text, tags: c.convert_hN(n, el, text, tags))(int(h[1])) for h in _HEADINGS},
         }  # span, strike, thead, tbody: markdownify has no conversion for them, their text passes through
+        # tag -> (flags its children get, whether whitespace inside it is removed, its conversion or None)
+        self.kinds = {name: (_CHILD_FLAGS.get(name, 0), name in _INSIDE, convert_fns.get(name))
+                      for name in set(convert_fns) | set(_CHILD_FLAGS) | _INSIDE}
 
     def convert(self, body) -> str:
         return self.children(body, 0, False).strip("\n")  # convert__document_ with strip_document="strip"
 
-    def element(self, el, mask: int) -> str:
-        name = el.tag
-        text = self.children(el, mask | _CHILD_FLAGS.get(name, 0), name in _INSIDE)
-        fn = self.convert_fns.get(name)
-        return text if fn is None else fn(el, text, _TAGSETS[mask])
-
     def children(self, el, mask: int, inside: bool) -> str:
-        """process_tag's loop: child strings (whitespace rules of _can_ignore and process_text), joined."""
+        """process_tag's loop: each child element converted (its children first, then its convert_*
+        function) and each child string (whitespace rules of _can_ignore and process_text), joined.
+
+        A string's neighbours are known once the element after it is: `pending` is the string (el.text,
+        then each child's tail) waiting for it, `previous` the tag before it (None: none)."""
         strings = []
         in_pre = mask & PRE
-        kids = list(el)
-        text = el.text
-        if text:
-            s = _text(text, None, kids[0] if kids else None, inside, in_pre)
-            if s:
-                strings.append(s)
-        for i, kid in enumerate(kids):
-            s = self.element(kid, mask)
-            if s:
-                strings.append(s)
-            tail = kid.tail
-            if tail:
-                s = _text(tail, kid, kids[i + 1] if i + 1 < len(kids) else None, inside, in_pre)
+        tags = _TAGSETS[mask]  # what the children's conversions see as parent_tags
+        kinds = self.kinds
+        previous = None
+        pending = el.text
+        for kid in el:
+            name = kid.tag  # (lxml makes a new str on each .tag: read it once)
+            if pending:
+                s = _text(pending, previous, name, inside, in_pre)
                 if s:
                     strings.append(s)
-        if in_pre:
+            flags, kid_inside, convert = kinds.get(name, _PLAIN)
+            s = self.children(kid, mask | flags, kid_inside)
+            if convert is not None:
+                s = convert(kid, s, tags)
+            if s:
+                strings.append(s)
+            previous, pending = name, kid.tail
+        if pending:
+            s = _text(pending, previous, None, inside, in_pre)
+            if s:
+                strings.append(s)
+        if in_pre or len(strings) < 2:
             return "".join(strings)
-        out = [""]  # collapse newlines at child boundaries to at most two
-        for s in strings:
-            content = s.strip("\n")
-            if not content:  # all newlines: markdownify's regex puts them all in the leading group
-                lead, trail = s, ""
+        return _join_collapsing(strings)
+
+
+def _join_collapsing(strings: list[str]) -> str:
+    """Join, with the newlines where two strings meet collapsed to at most two (process_tag's regex
+    over each child's leading and trailing newlines)."""
+    out = []
+    trail = 0  # the newlines ending the string before, not yet in `out`
+    for s in strings:
+        if s[0] != "\n":  # no leading newlines: nothing to collapse
+            if trail:
+                out.append("\n" * trail)
+            if s[-1] != "\n":
+                out.append(s)
+                trail = 0
             else:
-                n = len(s) - len(s.lstrip("\n"))
-                lead, trail = s[:n], s[n + len(content):]
-            if out[-1] and lead:
-                lead = "\n" * min(2, max(len(out.pop()), len(lead)))
-            out += (lead, content, trail)
-        return "".join(out)
+                content = s.rstrip("\n")
+                out.append(content)
+                trail = len(s) - len(content)
+            continue
+        content = s.strip("\n")
+        if not content:  # all newlines: markdownify's regex puts them all in the leading group
+            lead, new_trail = len(s), 0
+        else:
+            lead = s.index(content[0])  # (the leading newlines' count)
+            new_trail = len(s) - lead - len(content)
+        if trail:  # min(2, max(trail, lead))
+            lead = 2 if trail >= 2 or lead >= 2 else 1
+        out.append("\n" * lead)
+        out.append(content)
+        trail = new_trail
+    if trail:
+        out.append("\n" * trail)
+    return "".join(out)
 
 
-def _text(text: str, previous, following, inside: bool, in_pre: int) -> str:
-    """One string with its neighbouring elements (or None): markdownify's _can_ignore, then process_text."""
-    before = previous is not None and previous.tag in _OUTSIDE
-    after = following is not None and following.tag in _OUTSIDE
-    if not text.strip() and ((inside and (previous is None or following is None)) or before or after):
+def _text(text: str, previous: str | None, following: str | None, inside: bool, in_pre: int) -> str:
+    """One string with the tags of its neighbouring elements (None: none): markdownify's _can_ignore,
+    then process_text."""
+    before = previous in _OUTSIDE
+    after = following in _OUTSIDE
+    if (before or after or (inside and (previous is None or following is None))) and not text.strip():
         return ""
     if not in_pre:
         if "\n" in text or "\r" in text:

@@ -4,9 +4,10 @@ Conversion dominates prepare-data's run time, so it has a fast path that produce
 *same* Markdown as plain markdownify (html.parser backend, our options), only sooner:
 for the well-formed HTML subset StackExchange emits, the body is parsed with lxml (C)
 and converted by walking lxml's elements (`_markdown_lxml.py`), with no BeautifulSoup
-tree at all: ~4x plain markdownify. Bodies outside that subset (unbalanced or misnested
-tags, tags not verified, repeated attributes, processing instructions, BOMs, NULs...)
-take plain markdownify, because libxml2 and html.parser build different trees for them.
+tree at all: ~7x plain markdownify on the beer dump's bodies (bench/prepare_data.py).
+Bodies outside that subset (unbalanced or misnested tags, tags not verified, repeated
+attributes, processing instructions, BOMs, NULs...) take plain markdownify, because
+libxml2 and html.parser build different trees for them.
 
 `reference_markdown` is the plain route; tests check both give identical text on the
 real dumps and on edge cases.
@@ -23,15 +24,16 @@ from markdownify import MarkdownConverter
 from stackllama_cli.data._markdown_lxml import LxmlWalker
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
-_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b([^>]*?)(/?)>")
+# a tag: (closing '/', name, attributes with a self-closing '/' at their end); a greedy [^>]* reads ~2x faster than a
+# lazy one with the '/' as a group of its own
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b([^>]*)>")
 # a tag's attributes: name, or name=value quoted or not (a repeated name: html.parser keeps the last, libxml2 the first)
 _ATTRS = re.compile(r"""(?:\s+[^\s"'/=<>`]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*\s*""")
+_ONE_ATTR = re.compile(r"""(?:\s+[^\s"'/=<>`]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)?\s*""")  # none or one
 _ATTR_NAME = re.compile(r"""\s([^\s"'/=<>`]+)(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
 # an '&' that is not a numeric reference or an HTML 4 named one (libxml2 knows those; HTML5-only
 # names and references without ';' are decoded differently by the two parsers)
 _ENTITY = re.compile(r"&(?!#[0-9]{1,7};|#[xX][0-9a-fA-F]{1,6};|(?:%s);)" % "|".join(sorted(name2codepoint)))
-# comments/doctypes/PIs, NUL, BOM, CR: the parsers differ on them (plain `in` tests: 10x a regex)
-_UNSAFE = ("<!", "<?", "\x00", "\ufeff", "\r")
 
 # The subset the fast parse accepts: StackExchange's sanitised HTML, tags properly nested
 # and closed, blocks only where HTML allows them. There libxml2 and html.parser build the
@@ -47,6 +49,7 @@ _PARENTS = {"li": {"ul", "ol"}, "dt": {"dl"}, "dd": {"dl"}, "tr": {"table", "the
 _STRUCTURE = frozenset({"ul", "ol", "dl", "table", "thead", "tbody", "tr"})  # hold _PARENTS' children only
 _VOID = frozenset({"br", "hr", "img"})
 _KNOWN = _INLINE | _LEAF_BLOCKS | _FLOW | _STRUCTURE | {"hr"}
+_NO_BLOCKS = _KNOWN - _FLOW - _STRUCTURE  # elements that must not hold blocks (inline, headings, <p>, <pre>, <dt>)
 # text right inside a list or table (after its start tag or a child's end tag): libxml2 moves it
 _TEXT_IN_STRUCTURE = re.compile(r"(?:<(?:ul|ol|dl|table|thead|tbody|tr)\b[^>]*>|</(?:li|dt|dd|tr|td|th|thead|tbody)\s*>)"
                                 r"\s*[^<\s]", re.IGNORECASE)
@@ -64,7 +67,7 @@ _LXML_PARSER = None
 
 
 def _finish(text: str) -> str:
-    return _BLANK_RUNS.sub("\n\n", text).strip()
+    return (_BLANK_RUNS.sub("\n\n", text) if "\n\n\n" in text else text).strip()
 
 
 def reference_markdown(body: str | None) -> str:
@@ -87,24 +90,31 @@ def html_to_markdown(body: str | None) -> str:
 
 def fast_path_ok(body: str) -> bool:
     """True when `body` is in the well-formed subset where lxml and html.parser build the same tree."""
-    if any(marker in body for marker in _UNSAFE) or _ENTITY.search(body) or _TEXT_IN_STRUCTURE.search(body):
+    # comments/doctypes/PIs, NUL, BOM, CR: the parsers differ on them (plain `in` tests: 4x one regex)
+    if "<!" in body or "<?" in body or "\x00" in body or "\ufeff" in body or "\r" in body:
+        return False
+    if ("&" in body and _ENTITY.search(body)) or _TEXT_IN_STRUCTURE.search(body):
         return False
     tags = _TAG.findall(body)
     # a stray '<' or '>' outside tags is text to html.parser but may not be to libxml2
     if not body.count("<") == body.count(">") == len(tags):
         return False
     stack: list[str] = []
-    inline_depth = 0  # open elements that must not hold blocks (inline, headings, <p>, <pre>, <dt>)
-    for closing, name, attrs, self_closing in tags:
+    inline_depth = 0  # open _NO_BLOCKS elements
+    for closing, name, attrs in tags:
         name = name.lower()
-        if name not in _KNOWN or (self_closing and name not in _VOID):
+        if name not in _KNOWN:
             return False
+        if attrs and attrs[-1] == "/":  # self-closing
+            if name not in _VOID:
+                return False
+            attrs = attrs[:-1]
         if attrs and not _attributes_ok(attrs, closing):
             return False
         if closing:
             if name in _VOID or not stack or stack.pop() != name:
                 return False
-            inline_depth -= name not in _FLOW and name not in _STRUCTURE
+            inline_depth -= name in _NO_BLOCKS
             continue
         parent = stack[-1] if stack else None
         if name in _PARENTS:
@@ -116,13 +126,17 @@ def fast_path_ok(body: str) -> bool:
             return False  # a block inside inline content, a heading, <p> or <pre>; <a> inside <a>
         if name not in _VOID:
             stack.append(name)
-            inline_depth += name not in _FLOW and name not in _STRUCTURE
+            inline_depth += name in _NO_BLOCKS
     return not stack
 
 
 def _attributes_ok(attrs: str, closing: str) -> bool:
     """No attribute on an end tag, attributes we can read (else the parsers may split them differently), no name twice."""
-    if closing or not _ATTRS.fullmatch(attrs):
+    if closing:
+        return False
+    if _ONE_ATTR.fullmatch(attrs):  # the usual case: nothing to repeat
+        return True
+    if not _ATTRS.fullmatch(attrs):
         return False
     names = [name.lower() for name in _ATTR_NAME.findall(attrs)]
     return len(names) == len(set(names))

@@ -86,6 +86,9 @@ EDGE_CASES = [
     "<ol start='7'><li>a</li><li>b</li></ol>", "<ol start='x'><li>a</li></ol>", "<ul><li>a<ol><li>b</li></ol></li></ul>",
     "<ul><li>a</li></ul>after", "<ul><li>a</li></ul><ol><li>b</li></ol><p>c</p>", "<li>a</li><li>b</li>",
     "<ul><li></li><li> </li></ul>", "<ol><li><ul><li>x</li></ul>tail</li></ol>",
+    # '/' at the end of a tag: self-closing (void tags only) or part of an attribute value
+    "<p/>x", '<a href="x/">t</a>', "<img src=a/>", "<p class='x'/>", "<br / >", "<img src='a' / >", "<br//>",
+    "<p>a</p/>", "<a href=x/>t</a>", "<BR/>", "<img/src=a>",
 ]
 
 
@@ -224,3 +227,27 @@ def test_a_text_run_over_ten_megabytes_converts_like_plain_markdownify(body):
     expected = reference_markdown(body)
     assert len(expected) > 10_000_000
     assert html_to_markdown(body) == expected
+
+
+def markdownify_join(strings: list[str]) -> str:
+    """markdownify 1.2's process_tag join of child strings, as it is written there."""
+    from markdownify import re_extract_newlines
+
+    updated = [""]
+    for s in strings:
+        leading, content, trailing = re_extract_newlines.match(s).groups()
+        if updated[-1] and leading:
+            leading = "\n" * min(2, max(len(updated.pop()), len(leading)))
+        updated.extend([leading, content, trailing])
+    return "".join(updated)
+
+
+def test_joining_child_strings_collapses_newlines_like_markdownify():
+    from stackllama_cli.data._markdown_lxml import _join_collapsing
+
+    assert _join_collapsing(["a\n", "\n\n\nb", "\n", "\n\n", "c"]) == "a\n\nb\n\n\nc"
+    rng = random.Random(0)
+    pieces = ["\n", "\n\n", "\n\n\n", "a", "b\n", "\nc", "\n\nd\n\n\n", "x\n\n\ny", "\n\n\n\n", " ", " \n"]
+    for _ in range(20000):
+        strings = [rng.choice(pieces) for _ in range(rng.randint(1, 6))]
+        assert _join_collapsing(strings) == markdownify_join(strings), strings
