@@ -16,7 +16,11 @@ from typing import IO, Iterator
 from stackllama_cli.data.datasets import SPLITS, data_filename
 
 ROW_GROUP = 2048  # rows per Parquet row group at most: large enough to compress well
-BUFFERED_CHARS = 2 * 2**20  # text held in all buffers together: past it, the biggest buffer is written out
+# Text held in all buffers together: past it, the biggest buffer is written out. The writer keeps each row
+# group's metadata (~9 KB) until the file closes, so this must let rows of usual size (up to ~5 KB of text)
+# fill ROW_GROUP rows in every split at once: at 2M, beer's rows made groups of a few hundred and memory grew
+# by ~25 bytes a row with the dump.
+BUFFERED_CHARS = 32 * 2**20
 
 
 TEXT_COLUMNS = ("question", "response_j", "response_k", "metadata")
@@ -85,6 +89,10 @@ class SplitWriters:
             columns = [pa.array([row[f.name] for row in rows], f.type, memory_pool=pool) for f in schema]
             self.files[split].write_table(pa.Table.from_arrays(columns, schema=schema))
             self.buffers[split], self.buffered[split] = [], 0
+            del columns
+            # hand the freed pages back (malloc_trim on glibc): the row groups' buffers and the rows' strings
+            # leave holes in malloc's heaps that otherwise kept peak RSS growing by ~25 bytes per output row
+            pool.release_unused()
 
     @classmethod
     @contextlib.contextmanager
