@@ -14,8 +14,8 @@ Builds dumps of the beer site replicated with fresh ids (200,090 rows at 85 copi
   the growth per row between them and the projection to StackOverflow's 58M rows. The sizes are far
   apart because the growth is small: between 47k and 200k rows, a few MiB of allocator noise moved
   the figure from 0.013 to 0.024 KiB per row from one run to the next. Pass 1
-  (scan and pairing) is measured alone too: its peak grows faster per row, so at 58M rows it is the
-  run's peak; the projection takes the larger of the two lines;
+  (scan and pairing) is measured alone too: its line starts lower but may grow faster, so the
+  projection takes the larger of the two lines at 58M rows;
 - parallelism: the big dump on every core (conversion workers), and `--sites` dumps of
   `--site-copies` copies each as separate sites, with --workers 1 and on every core (site workers),
   checked to give the same output.
