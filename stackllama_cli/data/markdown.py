@@ -28,12 +28,15 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 # lazy one with the '/' as a group of its own
 _TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b([^>]*)>")
 # a tag's attributes: name, or name=value quoted or not (a repeated name: html.parser keeps the last, libxml2 the first)
-_ATTRS = re.compile(r"""(?:\s+[^\s"'/=<>`]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*\s*""")
-_ONE_ATTR = re.compile(r"""(?:\s+[^\s"'/=<>`]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)?\s*""")  # none or one
-_ATTR_NAME = re.compile(r"""\s([^\s"'/=<>`]+)(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
+# (separators are ASCII spaces only: html.parser also splits at Unicode spaces, libxml2 keeps them in the
+# value; names and unquoted values hold no whitespace of either kind)
+_ATTRS = re.compile(r"""(?:[ \t\n]+[^\s"'/=<>`]+(?:[ \t\n]*=[ \t\n]*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*[ \t\n]*""")
+_ONE_ATTR = re.compile(r"""(?:[ \t\n]+[^\s"'/=<>`]+(?:[ \t\n]*=[ \t\n]*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)?[ \t\n]*""")
+_ATTR_NAME = re.compile(r"""[ \t\n]([^\s"'/=<>`]+)(?:[ \t\n]*=[ \t\n]*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
 # an '&' that is not a numeric reference or an HTML 4 named one (libxml2 knows those; HTML5-only
 # names and references without ';' are decoded differently by the two parsers)
 _ENTITY = re.compile(r"&(?!#[0-9]{1,7};|#[xX][0-9a-fA-F]{1,6};|(?:%s);)" % "|".join(sorted(name2codepoint)))
+_NUMERIC_REF = re.compile(r"&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")
 
 # The subset the fast parse accepts: StackExchange's sanitised HTML, tags properly nested
 # and closed, blocks only where HTML allows them. There libxml2 and html.parser build the
@@ -90,10 +93,12 @@ def html_to_markdown(body: str | None) -> str:
 
 def fast_path_ok(body: str) -> bool:
     """True when `body` is in the well-formed subset where lxml and html.parser build the same tree."""
-    # comments/doctypes/PIs, NUL, BOM, CR: the parsers differ on them (plain `in` tests: 4x one regex)
-    if "<!" in body or "<?" in body or "\x00" in body or "\ufeff" in body or "\r" in body:
+    # comments/doctypes/PIs, NUL, BOM, CR, form feed: the parsers differ on them (plain `in` tests: 4x one regex)
+    if "<!" in body or "<?" in body or "\x00" in body or "\ufeff" in body or "\r" in body or "\x0c" in body:
         return False
-    if ("&" in body and _ENTITY.search(body)) or _TEXT_IN_STRUCTURE.search(body):
+    if "&" in body and (_ENTITY.search(body) or ("&#" in body and not _references_ok(body))):
+        return False
+    if _TEXT_IN_STRUCTURE.search(body):
         return False
     tags = _TAG.findall(body)
     # a stray '<' or '>' outside tags is text to html.parser but may not be to libxml2
@@ -128,6 +133,17 @@ def fast_path_ok(body: str) -> bool:
             stack.append(name)
             inline_depth += name in _NO_BLOCKS
     return not stack
+
+
+def _references_ok(body: str) -> bool:
+    """No numeric reference to a control character (html.parser drops them in attribute values, and bs4
+    folds a string of &#12; or &#13; as whitespace), a surrogate, a noncharacter or beyond Unicode."""
+    for m in _NUMERIC_REF.finditer(body):
+        cp = int(m.group(1), 16) if m.group(1) else int(m.group(2))
+        if cp < 32 or 127 <= cp < 160 or 0xD800 <= cp < 0xE000 or 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE \
+                or cp > 0x10FFFF:
+            return False
+    return True
 
 
 def _attributes_ok(attrs: str, closing: str) -> bool:

@@ -89,6 +89,10 @@ EDGE_CASES = [
     # '/' at the end of a tag: self-closing (void tags only) or part of an attribute value
     "<p/>x", '<a href="x/">t</a>', "<img src=a/>", "<p class='x'/>", "<br / >", "<img src='a' / >", "<br//>",
     "<p>a</p/>", "<a href=x/>t</a>", "<BR/>", "<img/src=a>",
+    # whitespace bs4 folds and libxml2 keeps; references html.parser drops in attributes; Unicode spaces in tags
+    "<span>a</span>\x0c<span>b</span>", "<b>a</b>&#13;<b>b</b>", "<b>a</b>&#12;<b>b</b>", '<a href="u&#1;v">t</a>',
+    '<img alt="&#xFFFF;" src="s">', '<a href="u&#127;v">t</a>', "<a href=x\xa0y>t</a>", "<img src=s\xa0/>",
+    "<a href=x\xa0>t</a>", '<a href="x"\x0btitle="y">t</a>', '<a href="u&#x85;v">t</a>', "<p>a&#1;b</p>",
 ]
 
 
