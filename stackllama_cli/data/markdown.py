@@ -30,9 +30,10 @@ _TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b([^>]*)>")
 # a tag's attributes: name, or name=value quoted or not (a repeated name: html.parser keeps the last, libxml2 the first)
 # (separators are ASCII spaces only: html.parser also splits at Unicode spaces, libxml2 keeps them in the
 # value; names and unquoted values hold no whitespace of either kind)
-_ATTRS = re.compile(r"""(?:[ \t\n]+[^\s"'/=<>`]+(?:[ \t\n]*=[ \t\n]*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*[ \t\n]*""")
-_ONE_ATTR = re.compile(r"""(?:[ \t\n]+[^\s"'/=<>`]+(?:[ \t\n]*=[ \t\n]*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)?[ \t\n]*""")
-_ATTR_NAME = re.compile(r"""[ \t\n]([^\s"'/=<>`]+)(?:[ \t\n]*=[ \t\n]*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
+_NAME, _VALUE = r"""[^\s"'/=<>`]+""", r"""(?:[ \t\n]*=[ \t\n]*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
+_ATTRS = re.compile(rf"(?:[ \t\n]+{_NAME}{_VALUE})*[ \t\n]*")
+_ONE_ATTR = re.compile(rf"(?:[ \t\n]+{_NAME}{_VALUE})?[ \t\n]*")  # none or one
+_ATTR_NAME = re.compile(rf"[ \t\n]({_NAME}){_VALUE}")
 # an '&' that is not a numeric reference or an HTML 4 named one (libxml2 knows those; HTML5-only
 # names and references without ';' are decoded differently by the two parsers)
 _ENTITY = re.compile(r"&(?!#[0-9]{1,7};|#[xX][0-9a-fA-F]{1,6};|(?:%s);)" % "|".join(sorted(name2codepoint)))

@@ -146,9 +146,8 @@ def load_pairs(cfg: DpoConfig, tokenizer):
 def run(cfg: DpoConfig) -> dict:
     from trl import DPOConfig
 
-    from stackllama_cli.models.load import load_tokenizer
+    from stackllama_cli.models.load import check_causal_lm, load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
-    from stackllama_cli.models.load import check_causal_lm
     from stackllama_cli.stages.start_model import load_start_model
 
     # 1. output dir, pairs, token ids (errors come before the model loads)

@@ -183,11 +183,10 @@ def run(cfg: RlooConfig) -> dict:
 
     from stackllama_cli.data.prompts import format_prompt
     from stackllama_cli.dist.ranks import distributed_state, effective_batch_size, world_size
-    from stackllama_cli.models.load import load_tokenizer
+    from stackllama_cli.models.load import check_causal_lm, load_tokenizer
     from stackllama_cli.models.resolve import make_adapter_portable, resolve_model
     from stackllama_cli.stages.ppo.batches import load_prompts
     from stackllama_cli.stages.ppo.reward import load_reward
-    from stackllama_cli.models.load import check_causal_lm
     from stackllama_cli.stages.start_model import load_start_model
 
     # 1. output dir and prompts (errors come before the models load)
